@@ -1,0 +1,112 @@
+"""Fileset specifications: real file names + metadata, resolved against a data directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uproot
+
+from hepsieve.processors.errors import ConfigurationError, InputFileError
+
+log = logging.getLogger(__name__)
+FILESET_DIR = Path(__file__).parent / "filesets"
+
+
+def load_fileset_spec(analysis_or_path: str | Path) -> dict:
+    """Return the fileset JSON of an analysis name (``cms-hzz4l``) or of a path."""
+    path = Path(analysis_or_path)
+    if not path.suffix:
+        path = FILESET_DIR / f"{str(analysis_or_path).replace('-', '_')}.json"
+    if not path.is_file():
+        raise ConfigurationError(f"fileset {path} does not exist")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigurationError(f"fileset {path} is not valid JSON: {err}") from None
+    for key in ("tree", "datasets"):
+        if key not in spec:
+            raise ConfigurationError(f"fileset {path} has no {key!r} entry")
+    return spec
+
+
+@dataclass
+class ResolvedFileset:
+    """A coffea fileset with the entries per dataset and any files left out (and why)."""
+
+    fileset: dict
+    entries: dict[str, int]
+    skipped: list[str] = field(default_factory=list)
+    is_toy: bool = False
+
+    @property
+    def total_entries(self) -> int:
+        """Return the number of input entries over all datasets."""
+        return sum(self.entries.values())
+
+
+def _check_file(path: Path, tree: str, branches: tuple[str, ...]) -> int:
+    """Return the entries of ``tree`` in ``path``; raise InputFileError naming the problem."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found")
+    try:
+        with uproot.open(path) as fin:
+            if tree not in fin:
+                raise InputFileError(f"{path}: no tree {tree!r} (found: {', '.join(fin.keys()) or 'nothing'})")
+            ttree = fin[tree]
+            missing = [b for b in branches if b not in ttree]
+            if missing:
+                raise InputFileError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
+            return int(ttree.num_entries)
+    except InputFileError:
+        raise
+    except Exception as err:  # uproot raises many types for damaged files
+        raise InputFileError(f"{path}: cannot be read as ROOT ({type(err).__name__}: {err})") from None
+
+
+def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[str, ...],
+                    datasets: list[str] | None = None, skip_bad_files: bool = False) -> ResolvedFileset:
+    """Check every file of ``spec`` under ``data_dir`` and return the coffea fileset.
+
+    Bad files raise :class:`InputFileError` unless ``skip_bad_files``, in which case they are
+    listed in ``skipped``. Datasets marked ``optional`` whose files are absent are skipped
+    and listed too. Nothing is left out silently.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ConfigurationError(
+            f"data directory {data_dir} does not exist; make toys with "
+            f"`hepsieve generate {spec.get('analysis', '<analysis>')} --out {data_dir}`")
+    names = datasets or list(spec["datasets"])
+    unknown = sorted(set(names) - set(spec["datasets"]))
+    if unknown:
+        raise ConfigurationError(f"unknown dataset(s) {unknown}; known: {sorted(spec['datasets'])}")
+    out = ResolvedFileset(fileset={}, entries={}, is_toy=(data_dir / "toy.json").is_file())
+    for name in names:
+        entry = spec["datasets"][name]
+        meta = dict(entry.get("metadata", {}))
+        files, entries = {}, 0
+        for fname in entry["files"]:
+            path = (data_dir / fname).resolve()
+            if not path.exists() and meta.get("optional"):
+                out.skipped.append(f"{path} (optional dataset {name} absent)")
+                log.warning("optional dataset %s: %s not found, left out", name, path)
+                continue
+            try:
+                entries += _check_file(path, spec["tree"], required_branches)
+            except InputFileError as err:
+                if not skip_bad_files:
+                    raise
+                out.skipped.append(str(err))
+                log.warning("skipping bad file: %s", err)
+                continue
+            files[str(path)] = spec["tree"]
+        if files:
+            meta.setdefault("lumi_pb", spec.get("lumi_pb"))
+            out.fileset[name] = {"files": files, "metadata": meta}
+            out.entries[name] = entries
+    if not out.fileset:
+        raise InputFileError(f"no readable input files for datasets {names} under {data_dir}")
+    return out

@@ -1,0 +1,184 @@
+"""Run an analysis over a fileset with coffea's Runner and write the outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from coffea import processor
+from coffea.nanoevents import BaseSchema
+
+from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
+from hepsieve.models.scorer import default_models_dir, load_scorers
+from hepsieve.processors.analysis import Analysis, get_analysis
+from hepsieve.processors.cutflow import cutflow_table
+from hepsieve.processors.errors import ConfigurationError, CutflowMismatchError, HepsieveError
+from hepsieve.processors.outputs import write_outputs
+from hepsieve.processors.processor import AnalysisProcessor
+
+log = logging.getLogger(__name__)
+EXECUTORS = ("iterative", "futures", "dask")
+VERSIONED = ("hepsieve", "coffea", "uproot", "awkward", "hist", "numpy", "onnxruntime",
+             "dask", "distributed", "torch", "scikit-learn")
+
+
+@dataclass
+class RunConfig:
+    """Options of one ``hepsieve run``."""
+
+    analysis: str
+    data_dir: Path
+    out_dir: Path
+    mode: str = "histograms"  # or "features"
+    models_dir: Path | None = None  # None: shipped models (histograms mode)
+    models: list[str] | None = None  # subset of model names
+    fileset: str | None = None  # JSON path; None: the analysis' own
+    datasets: list[str] | None = None
+    executor: str = "dask"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    scheduler: str | None = None
+    chunksize: int = 200_000
+    maxchunks: int | None = None
+    skip_bad_files: bool = False
+    checkpoint: Path | None = None
+    score_cut: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    """What a run produced: merged histograms, cutflow, provenance and output files."""
+
+    histograms: dict
+    cutflow: dict
+    provenance: dict
+    files: list[Path]
+
+
+def versions() -> dict[str, str]:
+    """Return the installed versions of the packages that shape the result."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+@contextlib.contextmanager
+def make_executor(name: str, workers: int, scheduler: str | None, progress: bool):
+    """Yield the coffea executor for ``name`` (closing any local dask cluster afterwards)."""
+    if name == "iterative":
+        yield processor.IterativeExecutor(status=progress)
+    elif name == "futures":
+        yield processor.FuturesExecutor(workers=workers, status=progress)
+    elif name == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigurationError("--executor dask needs the dask extra: "
+                                     "pip install 'hepsieve[dask]'") from None
+        if scheduler:
+            with Client(scheduler) as client:
+                yield processor.DaskExecutor(client=client, status=progress, retries=3)
+        else:
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                yield processor.DaskExecutor(client=client, status=progress, retries=3)
+    else:
+        raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+def _fileset_hash(resolved: ResolvedFileset) -> str:
+    desc = {ds: {f: os.stat(f).st_size for f in spec["files"]} for ds, spec in resolved.fileset.items()}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
+def check_accounting(cutflow: dict, resolved: ResolvedFileset, complete: bool) -> dict[str, dict]:
+    """Compare processed with expected entries per dataset; raise on a mismatch of a full run."""
+    summary = {}
+    for dataset, expected in resolved.entries.items():
+        processed = cutflow.get(dataset, {}).get("input", {}).get("n", 0)
+        summary[dataset] = {"expected": expected, "processed": processed}
+        if complete and processed != expected:
+            raise CutflowMismatchError(
+                f"dataset {dataset}: processed {processed} entries but the input files hold "
+                f"{expected}; the output is incomplete and was not written")
+    return summary
+
+
+def run(config: RunConfig) -> RunResult:
+    """Run ``config.analysis`` and write histograms, cutflow and provenance to ``out_dir``."""
+    analysis: Analysis = get_analysis(config.analysis)
+    if config.mode not in ("histograms", "features"):
+        raise ConfigurationError(f"--mode {config.mode!r}: choose histograms or features")
+    if config.executor not in EXECUTORS:
+        raise ConfigurationError(f"--executor {config.executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if config.chunksize < 1 or config.workers < 1:
+        raise ConfigurationError("--chunksize and --workers must be positive")
+    spec = load_fileset_spec(config.fileset or config.analysis)
+    resolved = resolve_fileset(spec, config.data_dir, analysis.required_branches,
+                               datasets=config.datasets, skip_bad_files=config.skip_bad_files)
+
+    scorers = []
+    if config.mode == "histograms":
+        models_dir = config.models_dir or default_models_dir(analysis)
+        if config.models_dir is None and not any(models_dir.glob("*.json")):
+            log.warning("no shipped models for %s: filling kinematic histograms only", analysis.name)
+        else:
+            threads = 0 if config.executor == "iterative" else 1
+            scorers = load_scorers(models_dir, analysis, threads=threads, names=config.models)
+    proc = AnalysisProcessor(analysis, scorers, mode=config.mode,
+                             features_dir=config.out_dir / "features", score_cut=config.score_cut)
+
+    log.info("%s: %d datasets, %d entries, executor=%s workers=%d chunksize=%d",
+             analysis.name, len(resolved.fileset), resolved.total_entries, config.executor,
+             config.workers, config.chunksize)
+    checkpointer = (processor.SimpleCheckpointer(str(config.checkpoint))
+                    if config.checkpoint else None)
+    start = time.perf_counter()
+    with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
+        runner = processor.Runner(executor=ex, schema=BaseSchema, chunksize=config.chunksize,
+                                  maxchunks=config.maxchunks, checkpointer=checkpointer)
+        try:
+            output = runner(resolved.fileset, proc, treename=spec["tree"])
+        except HepsieveError:
+            raise
+        except Exception as err:
+            raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
+    elapsed = time.perf_counter() - start
+
+    cutflow = output.get("cutflow", {})
+    accounting = check_accounting(cutflow, resolved, complete=config.maxchunks is None)
+    n_events = sum(v["processed"] for v in accounting.values())
+    provenance = {
+        "command": " ".join(sys.argv), "analysis": analysis.name, "mode": config.mode,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "is_toy": resolved.is_toy, "data_dir": str(Path(config.data_dir).resolve()),
+        "fileset": {ds: list(v["files"]) for ds, v in resolved.fileset.items()},
+        "fileset_sha256": _fileset_hash(resolved), "skipped_files": resolved.skipped,
+        "accounting": accounting,
+        "models": {s.name: {"card": str(s.card.path), "feature_set": s.feature_set,
+                            "onnx_sha256": s.hashes} for s in scorers},
+        "score_cut": proc.score_cut, "events": n_events, "wall_s": elapsed,
+        "events_per_s": n_events / elapsed if elapsed > 0 else None,
+        "versions": versions(), "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    if config.mode == "features":
+        provenance["feature_files"] = {ds: sorted(files) for ds, files in
+                                       output.get("feature_files", {}).items()}
+    files = write_outputs(config.out_dir, output.get("histograms"), cutflow, provenance)
+    log.info("cutflow:\n%s", cutflow_table(cutflow))
+    log.info("processed %d events in %.1f s (%.0f events/s)", n_events, elapsed,
+             provenance["events_per_s"] or 0)
+    if resolved.skipped:
+        log.warning("left out of this run:\n  %s", "\n  ".join(resolved.skipped))
+    return RunResult(output.get("histograms", {}), cutflow, provenance, files)
