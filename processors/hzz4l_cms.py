@@ -49,9 +49,12 @@ def selection(events: ak.Array) -> dict[str, np.ndarray]:
 
 
 def categorize(events: ak.Array) -> np.ndarray:
-    """Return ``"vbf"`` for events with two defined jets, else ``"untagged"``."""
-    two_jets = _defined(events.f_jet2_pt) & _defined(events.f_massjj) & _defined(events.f_deltajj)
-    return np.where(two_jets, "vbf", "untagged")
+    """Return ``"vbf"`` for events with a second jet (f_jet2_pt != -999), else ``"untagged"``.
+
+    Only the -999 sentinel decides: a NaN/inf jet variable keeps the event in ``vbf``,
+    where it is counted and excluded from scoring with a warning, never re-labelled.
+    """
+    return np.where(ak.to_numpy(events.f_jet2_pt) != UNDEFINED, "vbf", "untagged")
 
 
 def _columns(events: ak.Array) -> dict[str, ak.Array]:

@@ -164,6 +164,7 @@ def run(config: RunConfig) -> RunResult:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "is_toy": resolved.is_toy, "data_dir": str(Path(config.data_dir).resolve()),
         "fileset": {ds: list(v["files"]) for ds, v in resolved.fileset.items()},
+        "datasets_meta": {ds: v["metadata"] for ds, v in resolved.fileset.items()},
         "fileset_sha256": _fileset_hash(resolved), "skipped_files": resolved.skipped,
         "accounting": accounting,
         "models": {s.name: {"card": str(s.card.path), "feature_set": s.feature_set,

@@ -1,0 +1,261 @@
+"""The ``hepsieve`` command line: generate, run, train, evaluate, plot, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from hepsieve.processors.analysis import ANALYSES, get_analysis, load_object
+from hepsieve.processors.errors import HepsieveError
+
+log = logging.getLogger("hepsieve")
+
+EPILOG = """\
+data flow:
+  hepsieve generate cms-hzz4l --out toys/cms             # toy ROOT files (or use real ones)
+  hepsieve run cms-hzz4l --data-dir toys/cms --mode features --out results/features
+  hepsieve train cms-hzz4l --features results/features/features --model mlp --out models/cms
+  hepsieve evaluate cms-hzz4l --features results/features/features --models models/cms
+  hepsieve run cms-hzz4l --data-dir toys/cms --models models/cms --out results/hists
+  hepsieve plot results/hists
+or all of it at once:  hepsieve demo --out demo
+"""
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--executor", choices=("iterative", "futures", "dask"), default="dask",
+                   help="coffea executor (default: dask, a local cluster unless --scheduler)")
+    g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes for futures/dask (default: all cores)")
+    g.add_argument("--scheduler", help="address of an existing dask scheduler, tcp://host:port")
+    g.add_argument("--chunksize", type=int, default=200_000, help="entries per chunk (default 200000)")
+    g.add_argument("--maxchunks", type=int, help="process at most this many chunks per dataset "
+                   "(testing; the entry check is then skipped)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="hepsieve", description="Columnar collider-physics analysis: toy or real ntuples -> "
+        "selection -> features -> ONNX classifiers -> weighted histograms and plots.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    names = list(ANALYSES)
+
+    p = sub.add_parser("generate", help="write toy files in the exact schema of the real data")
+    p.add_argument("analysis", choices=names)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--events", type=int, default=20_000, help="selected events per dataset")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--datasets", nargs="+", help="only these datasets (default: all)")
+
+    p = sub.add_parser("run", help="run the processor: histograms (with ONNX scores) or features")
+    p.add_argument("analysis", choices=names)
+    p.add_argument("--data-dir", type=Path, required=True,
+                   help="directory holding the fileset's files (real or toy)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--mode", choices=("histograms", "features"), default="histograms",
+                   help="features: also write Parquet of the model inputs for training")
+    p.add_argument("--models", type=Path, help="directory of model cards + ONNX files "
+                   "(default: the models shipped with hepsieve)")
+    p.add_argument("--model-names", nargs="+", help="use only these models from --models")
+    p.add_argument("--fileset", help="fileset JSON (default: the analysis' own)")
+    p.add_argument("--datasets", nargs="+", help="only these datasets")
+    p.add_argument("--score-cut", type=float, help="score threshold for the cut histogram")
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="skip unreadable files (listed in the summary and run.json)")
+    p.add_argument("--checkpoint", type=Path, help="directory of per-chunk checkpoints; "
+                   "rerunning with it resumes an interrupted run")
+    _add_run_options(p)
+
+    p = sub.add_parser("train", help="train k-fold classifiers on exported features -> ONNX + card")
+    p.add_argument("analysis", choices=names)
+    p.add_argument("--features", type=Path, required=True, help="feature Parquet directory")
+    p.add_argument("--model", choices=("mlp", "rf"), required=True)
+    p.add_argument("--out", type=Path, required=True, help="models directory")
+    p.add_argument("--name", help="model name (default: the --model value)")
+    p.add_argument("--feature-set", help="feature set (default: the analysis default)")
+    p.add_argument("--folds", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--negative-weights", choices=("zero", "keep", "abs"), default="zero")
+    p.add_argument("--epochs", type=int, help="MLP: maximum epochs")
+
+    p = sub.add_parser("evaluate", help="ROC/AUC, KS, confusion matrix, F1, purity x efficiency")
+    p.add_argument("analysis", choices=names)
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--models", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="output directory (default: MODELS/evaluation)")
+    p.add_argument("--threshold", type=float, help="working point (default: the analysis')")
+
+    p = sub.add_parser("plot", help="stacked plots of a finished run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path)
+
+    p = sub.add_parser("demo", help="everything end to end on fresh toys")
+    p.add_argument("analysis", nargs="?", default="cms-hzz4l", choices=names)
+    p.add_argument("--out", type=Path, default=Path("demo"))
+    p.add_argument("--events", type=int, default=20_000, help="toy events per dataset")
+    p.add_argument("--executor", choices=("iterative", "futures", "dask"), default="futures")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+
+    p = sub.add_parser("bench", help="events/s of the processor with each executor")
+    p.add_argument("analysis", choices=names)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--models", type=Path, help="model directory (default: shipped models)")
+    p.add_argument("--executors", nargs="+", default=["iterative", "futures", "dask"])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--chunksize", type=int, default=250_000)
+    p.add_argument("--out", type=Path, default=Path("bench"))
+    return parser
+
+
+def _run_config(args, **overrides):
+    from hepsieve.processors.runner import RunConfig
+
+    fields = dict(analysis=args.analysis, data_dir=args.data_dir, out_dir=args.out,
+                  mode=args.mode, models_dir=args.models, models=args.model_names,
+                  fileset=args.fileset, datasets=args.datasets, executor=args.executor,
+                  workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize,
+                  maxchunks=args.maxchunks, skip_bad_files=args.skip_bad_files,
+                  checkpoint=args.checkpoint, score_cut=args.score_cut,
+                  progress=not args.quiet)
+    return RunConfig(**(fields | overrides))
+
+
+def cmd_generate(args) -> None:
+    """Write toy files."""
+    generate = load_object(get_analysis(args.analysis).toy_generator)
+    generate(args.out, events=args.events, seed=args.seed, datasets=args.datasets)
+
+
+def cmd_run(args) -> None:
+    """Run the processor and print the accounting."""
+    from hepsieve.processors.runner import run
+
+    result = run(_run_config(args))
+    for dataset, acc in result.provenance["accounting"].items():
+        print(f"{dataset:<28s} processed {acc['processed']:>10d} / {acc['expected']:>10d} entries")
+    print(f"{result.provenance['events']} events in {result.provenance['wall_s']:.1f} s = "
+          f"{result.provenance['events_per_s']:.0f} events/s -> {args.out}")
+
+
+def cmd_train(args) -> None:
+    """Train one model kind."""
+    from hepsieve.training.train import train
+
+    hyper = {"epochs": args.epochs} if args.epochs and args.model == "mlp" else {}
+    card = train(args.analysis, args.features, args.model, args.out, feature_set=args.feature_set,
+                 name=args.name, k=args.folds, seed=args.seed,
+                 negative_weights=args.negative_weights, progress=not args.quiet, hyper=hyper)
+    print(f"model card: {card}")
+
+
+def cmd_evaluate(args) -> None:
+    """Evaluate every model of a directory."""
+    from hepsieve.training.evaluate import evaluate
+
+    out = args.out or args.models / "evaluation"
+    summary = evaluate(args.analysis, args.features, args.models, out, threshold=args.threshold,
+                       is_toy=_is_toy_features(args.features))
+    print(metrics_table(summary))
+    print(f"metrics and plots: {out}")
+
+
+def _is_toy_features(features: Path) -> bool:
+    run_json = Path(features).parent / "run.json"
+    return json.loads(run_json.read_text()).get("is_toy", True) if run_json.is_file() else True
+
+
+def metrics_table(summary: dict) -> str:
+    """Return a plain-text table of AUCs and F1 per model."""
+    t = summary["threshold"]
+    lines = [f"{'model':<8s} {'AUC test':>9s} {'AUC train':>10s} {'AUC per fold':>18s} "
+             f"{'F1@' + str(t):>8s} {'KS p s/b':>12s}"]
+    for name, m in summary["models"].items():
+        folds = "/".join(f"{a:.4f}" for a in m["auc_test_per_fold"])
+        lines.append(f"{name:<8s} {m['auc_test']:>9.4f} {m['auc_train']:>10.4f} {folds:>18s} "
+                     f"{m['at_threshold']['unweighted']['f1']:>8.3f} "
+                     f"{m['ks_pvalue']['signal']:>5.2f}/{m['ks_pvalue']['background']:.2f}")
+    return "\n".join(lines)
+
+
+def cmd_plot(args) -> None:
+    """Plot a finished run."""
+    from hepsieve.processors.plots import plot_run
+
+    paths = plot_run(args.run_dir, args.out)
+    print(f"{len(paths)} plots in {paths[0].parent if paths else args.run_dir}")
+
+
+def cmd_demo(args) -> None:
+    """Generate toys, export features, train MLP and RF, evaluate, run with ONNX, plot."""
+    from hepsieve.processors.plots import plot_run
+    from hepsieve.processors.runner import RunConfig, run
+    from hepsieve.training.evaluate import evaluate
+    from hepsieve.training.train import train
+
+    start = time.perf_counter()
+    out, analysis = args.out, get_analysis(args.analysis)
+    steps = 6
+
+    def step(i, text):
+        print(f"[{i}/{steps}] {text}  ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    step(1, f"generating {args.events} toy events per dataset")
+    load_object(analysis.toy_generator)(out / "toys", events=args.events, seed=1)
+    common = dict(analysis=args.analysis, data_dir=out / "toys", executor=args.executor,
+                  workers=args.workers, chunksize=100_000, progress=not args.quiet)
+    step(2, "exporting features")
+    run(RunConfig(out_dir=out / "features", mode="features", **common))
+    features = out / "features" / "features"
+    step(3, "training MLP and RandomForest (2 folds each)")
+    for kind in ("mlp", "rf"):
+        train(args.analysis, features, kind, out / "models", progress=not args.quiet)
+    step(4, "evaluating")
+    summary = evaluate(args.analysis, features, out / "models", out / "evaluation")
+    step(5, "running the processor with ONNX inference")
+    result = run(RunConfig(out_dir=out / "histograms", models_dir=out / "models", **common))
+    step(6, "plotting")
+    plot_run(out / "histograms")
+    print(metrics_table(summary))
+    print(f"processor: {result.provenance['events_per_s']:.0f} events/s; demo done in "
+          f"{time.perf_counter() - start:.0f} s; outputs in {out}/")
+
+
+def cmd_bench(args) -> None:
+    """Time the processor with each executor on the same files."""
+    from hepsieve.processors.bench import bench
+
+    bench(args.analysis, args.data_dir, args.out, args.executors, args.workers, args.chunksize,
+          args.models)
+
+
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "train": cmd_train,
+            "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hepsieve``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except HepsieveError as err:
+        if args.verbose:
+            raise
+        print(f"hepsieve {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

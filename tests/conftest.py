@@ -1,0 +1,46 @@
+"""Session-scoped toy data, feature export and models shared by the tests (seeded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hepsieve.processors.runner import RunConfig, run
+
+TOY_EVENTS = 3000
+
+
+@pytest.fixture(scope="session")
+def cms_toy_dir(tmp_path_factory) -> Path:
+    """Directory of CMS toy files, 3000 selected events per dataset."""
+    from hepsieve.datasets.toys.cms_hzz4l import generate
+
+    return generate(tmp_path_factory.mktemp("cms_toys"), events=TOY_EVENTS, seed=11)
+
+
+@pytest.fixture(scope="session")
+def cms_features_run(cms_toy_dir, tmp_path_factory) -> Path:
+    """Output directory of a features-mode run (iterative executor)."""
+    out = tmp_path_factory.mktemp("cms_features")
+    run(RunConfig("cms-hzz4l", cms_toy_dir, out, mode="features", executor="iterative",
+                  chunksize=5000, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def cms_models(cms_features_run, tmp_path_factory) -> Path:
+    """Directory with a small MLP and RandomForest (2 folds each) trained on the toy."""
+    from hepsieve.training.train import train
+
+    out = tmp_path_factory.mktemp("cms_models")
+    features = cms_features_run / "features"
+    train("cms-hzz4l", features, "mlp", out, progress=False, hyper={"epochs": 15})
+    train("cms-hzz4l", features, "rf", out, progress=False, hyper={"n_estimators": 40})
+    return out
+
+
+def run_cms(data_dir: Path, out: Path, **kw):
+    """Run the CMS analysis quietly and return the RunResult."""
+    kw.setdefault("executor", "iterative")
+    return run(RunConfig("cms-hzz4l", data_dir, out, progress=False, **kw))

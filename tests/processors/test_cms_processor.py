@@ -1,0 +1,208 @@
+"""The CMS processor: accounting, categories, histogram sums, outputs, executors, bad input."""
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import uproot
+
+from hepsieve.datasets import load_fileset_spec
+from hepsieve.datasets.toys.cms_hzz4l import TREE
+from hepsieve.processors import HepsieveWarning, InputFileError, ModelCardError
+from hepsieve.processors.processor import AnalysisProcessor
+from tests.conftest import TOY_EVENTS, run_cms
+
+
+@pytest.fixture(scope="module")
+def hist_run(cms_toy_dir, cms_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cms_hists")
+    return run_cms(cms_toy_dir, out, models_dir=cms_models, chunksize=2000), out
+
+
+def test_cutflow_first_step_equals_entries(hist_run, cms_toy_dir):
+    result, out = hist_run
+    cutflow = json.loads((out / "cutflow.json").read_text())
+    for dataset, entry in load_fileset_spec("cms-hzz4l")["datasets"].items():
+        n = uproot.open(cms_toy_dir / entry["files"][0])[TREE].num_entries
+        assert cutflow[dataset]["input"]["n"] == n == TOY_EVENTS
+        steps = cutflow[dataset]
+        assert steps["category vbf"]["n"] + steps["category untagged"]["n"] == \
+            steps["Z1 in 40-120, Z2 in 12-120 GeV"]["n"]
+
+
+def test_untagged_category_keeps_events_without_two_jets(hist_run, cms_toy_dir):
+    result, _ = hist_run
+    events = uproot.open(cms_toy_dir / "GluGluHToZZTo4mu.root")[TREE].arrays(library="np")
+    no_two_jets = events["f_jet2_pt"] == -999
+    steps = result.cutflow["GluGluHToZZTo4mu"]
+    assert steps["category untagged"]["n"] == no_two_jets.sum()
+    assert steps["category untagged"]["sumw"] == pytest.approx(
+        events["f_weight"][no_two_jets].astype(float).sum(), rel=1e-9)
+
+
+def test_histogram_sums_equal_selected_weights(hist_run, cms_toy_dir):
+    result, _ = hist_run
+    h = result.histograms["m4l"]
+    for dataset in ("VBF_HToZZTo4e", "ZZTo4mu"):
+        events = uproot.open(cms_toy_dir / f"{dataset}.root")[TREE].arrays(library="np")
+        sel = ((events["f_mass4l"] > 70) & (events["f_Z1mass"] > 40) & (events["f_Z1mass"] < 120)
+               & (events["f_Z2mass"] > 12) & (events["f_Z2mass"] < 120))
+        w = events["f_weight"][sel].astype(float)
+        in_range = events["f_mass4l"][sel] < 400  # the rest sits in the overflow bin
+        total = h[{"dataset": dataset}].sum(flow=True)
+        assert total.value == pytest.approx(w.sum(), rel=1e-9)
+        assert h[{"dataset": dataset}].sum().value == pytest.approx(w[in_range].sum(), rel=1e-9)
+        vbf = events["f_jet2_pt"][sel] != -999
+        score = result.histograms["score_mlp"][{"dataset": dataset, "category": "vbf"}]
+        assert score.sum(flow=True).value == pytest.approx(w[vbf].sum(), rel=1e-9)
+
+
+def test_score_cut_histogram_is_subset(hist_run):
+    result, _ = hist_run
+    all_vbf = result.histograms["m4l"][{"category": "vbf"}].sum(flow=True).value
+    passed = result.histograms["m4l_mlp_pass"][{"category": "vbf"}].sum(flow=True).value
+    assert 0 < passed < all_vbf
+
+
+def test_root_file_matches_hist_contents(hist_run):
+    result, out = hist_run
+    with open(out / "histograms.pkl", "rb") as fin:
+        stored = pickle.load(fin)
+    with uproot.open(out / "histograms.root") as fin:
+        for name in ("m4l", "score_rf", "mjj"):
+            for dataset in ("VBF_HToZZTo4mu", "ZZTo4e"):
+                h = stored[name][{"dataset": dataset, "category": "vbf"}]
+                th1 = fin[f"{name}/vbf/{dataset}"]
+                np.testing.assert_allclose(th1.values(), h.values(), rtol=1e-12)
+                np.testing.assert_allclose(th1.variances(), h.variances(), rtol=1e-12)
+                np.testing.assert_allclose(th1.axis().edges(), h.axes[0].edges)
+
+
+def test_run_json_provenance(hist_run):
+    _, out = hist_run
+    prov = json.loads((out / "run.json").read_text())
+    assert prov["is_toy"] is True
+    assert prov["events"] == 7 * TOY_EVENTS
+    assert prov["events_per_s"] > 0
+    assert set(prov["models"]) == {"mlp", "rf"}
+    assert all(len(m["onnx_sha256"]) == 2 for m in prov["models"].values())
+    assert prov["versions"]["coffea"] and len(prov["fileset_sha256"]) == 64
+
+
+def _summary(result):
+    counts = {k: h.values(flow=True) for k, h in result.histograms.items()}
+    return result.cutflow, counts
+
+
+@pytest.mark.parametrize(("executor", "chunksize"), [("iterative", 700), ("futures", 2000),
+                                                     ("dask", 1500)])
+def test_executors_and_chunksizes_agree(hist_run, cms_toy_dir, cms_models, tmp_path, executor,
+                                        chunksize):
+    reference, _ = hist_run  # iterative, chunksize 2000
+    result = run_cms(cms_toy_dir, tmp_path, models_dir=cms_models, executor=executor, workers=2,
+                     chunksize=chunksize)
+    ref_cutflow, ref_counts = _summary(reference)
+    cutflow, counts = _summary(result)
+    assert cutflow.keys() == ref_cutflow.keys()
+    for dataset, steps in ref_cutflow.items():
+        for step, v in steps.items():
+            assert cutflow[dataset][step]["n"] == v["n"]
+            assert cutflow[dataset][step]["sumw"] == pytest.approx(v["sumw"], rel=1e-9)
+    for name, h in reference.histograms.items():
+        other = result.histograms[name]
+        for dataset in h.axes["dataset"]:
+            a, b = h[{"dataset": dataset}].view(flow=True), other[{"dataset": dataset}].view(flow=True)
+            np.testing.assert_allclose(b["value"], a["value"], rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(b["variance"], a["variance"], rtol=1e-9, atol=1e-14)
+    # unweighted counts are exact: refill-free check via the cutflow of the scored category
+    assert counts.keys() == ref_counts.keys()
+
+
+def test_feature_export_rows_match_cutflow(cms_features_run):
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(cms_features_run / "features"), format="parquet").to_table()
+    cutflow = json.loads((cms_features_run / "cutflow.json").read_text())
+    datasets = table.column("dataset").to_numpy(zero_copy_only=False)
+    for dataset, steps in cutflow.items():
+        assert (datasets == dataset).sum() == steps["vbf: finite features"]["n"]
+    labels = table.column("label").to_numpy()
+    assert set(np.unique(labels)) == {0, 1}
+    assert np.all(labels[np.char.startswith(datasets.astype(str), "VBF")] == 1)
+
+
+def test_card_feature_mismatch_fails_before_any_chunk(cms_toy_dir, cms_models, tmp_path, monkeypatch):
+    bad = tmp_path / "models"
+    shutil.copytree(cms_models, bad)
+    card = json.loads((bad / "mlp.json").read_text())
+    card["features"][0], card["features"][1] = card["features"][1], card["features"][0]
+    (bad / "mlp.json").write_text(json.dumps(card))
+
+    def no_chunks(self, events):
+        raise AssertionError("a chunk was processed")
+
+    monkeypatch.setattr(AnalysisProcessor, "process", no_chunks)
+    with pytest.raises(ModelCardError, match=r"mlp.*differ from the analysis feature set"):
+        run_cms(cms_toy_dir, tmp_path / "out", models_dir=bad)
+    assert not (tmp_path / "out").exists()
+
+
+def _copy_toys(src, dst, only=("VBF_HToZZTo4mu", "ZZTo4mu")):
+    dst.mkdir()
+    for name in only:
+        shutil.copy(src / f"{name}.root", dst)
+    return list(only)
+
+
+def test_missing_file_error_names_it(cms_toy_dir, tmp_path):
+    datasets = _copy_toys(cms_toy_dir, tmp_path / "d")
+    (tmp_path / "d" / "ZZTo4mu.root").unlink()
+    with pytest.raises(InputFileError, match=r"ZZTo4mu\.root: file not found"):
+        run_cms(tmp_path / "d", tmp_path / "out", datasets=datasets)
+
+
+def test_truncated_file_error_and_skip_lists_it(cms_toy_dir, tmp_path):
+    datasets = _copy_toys(cms_toy_dir, tmp_path / "d")
+    path = tmp_path / "d" / "ZZTo4mu.root"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(InputFileError, match=r"ZZTo4mu\.root: cannot be read as ROOT"):
+        run_cms(tmp_path / "d", tmp_path / "out", datasets=datasets)
+    result = run_cms(tmp_path / "d", tmp_path / "out", datasets=datasets, skip_bad_files=True)
+    assert any("ZZTo4mu.root" in s for s in result.provenance["skipped_files"])
+    assert list(result.cutflow) == ["VBF_HToZZTo4mu"]
+    prov = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert prov["skipped_files"] == result.provenance["skipped_files"]
+
+
+def test_wrong_tree_and_missing_branch_errors(cms_toy_dir, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    events = uproot.open(cms_toy_dir / "ZZTo4mu.root")[TREE].arrays(library="np")
+    with uproot.recreate(d / "ZZTo4mu.root") as fout:
+        fout["Events"] = {"f_mass4l": events["f_mass4l"]}
+    with pytest.raises(InputFileError, match=rf"no tree '{TREE}'"):
+        run_cms(d, tmp_path / "out", datasets=["ZZTo4mu"])
+    with uproot.recreate(d / "ZZTo4mu.root") as fout:
+        fout[TREE] = {k: v for k, v in events.items() if k != "f_Z2mass"}
+    with pytest.raises(InputFileError, match="lacks branch.*f_Z2mass"):
+        run_cms(d, tmp_path / "out", datasets=["ZZTo4mu"])
+
+
+def test_nan_features_are_counted_warned_and_not_scored(cms_toy_dir, cms_models, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    events = uproot.open(cms_toy_dir / "VBF_HToZZTo4mu.root")[TREE].arrays(library="np")
+    vbf = np.flatnonzero(events["f_massjj"] != -999)
+    events["f_massjj"][vbf[:7]] = np.nan
+    with uproot.recreate(d / "VBF_HToZZTo4mu.root") as fout:
+        fout[TREE] = events
+    with pytest.warns(HepsieveWarning, match="7 event.*NaN/inf"):
+        result = run_cms(d, tmp_path / "out", datasets=["VBF_HToZZTo4mu"], models_dir=cms_models)
+    steps = result.cutflow["VBF_HToZZTo4mu"]
+    assert steps["input"]["n"] == len(events["f_mass4l"])
+    assert steps["category vbf"]["n"] == len(vbf)  # NaN m_jj is not -999: still vbf
+    assert steps["vbf: finite features"]["n"] == len(vbf) - 7
+    score = result.histograms["score_mlp"][{"dataset": "VBF_HToZZTo4mu", "category": "vbf"}]
+    assert score.sum(flow=True).value == pytest.approx(steps["vbf: finite features"]["sumw"])

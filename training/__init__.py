@@ -1,0 +1,1 @@
+"""Training scripts (PyTorch, scikit-learn) -> ONNX + model cards, and evaluation metrics."""
