@@ -54,7 +54,8 @@ def _check_file(path: Path, tree: str, branches: tuple[str, ...]) -> int:
     try:
         with uproot.open(path) as fin:
             if tree not in fin:
-                raise InputFileError(f"{path}: no tree {tree!r} (found: {', '.join(fin.keys()) or 'nothing'})")
+                found = ", ".join(fin.keys()) or "nothing"
+                raise InputFileError(f"{path}: no tree {tree!r} (found: {found})")
             ttree = fin[tree]
             missing = [b for b in branches if b not in ttree]
             if missing:

@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import coffea
 import numpy as np
 import onnxruntime as ort
-from coffea.ml_tools.helper import numpy_call_wrapper
 
 from hepsieve.processors.analysis import Analysis, FeatureSpec
 from hepsieve.processors.errors import ModelCardError
 
+
+
+def _ml_tools_helper():
+    """Return ``coffea.ml_tools.helper`` without running ``coffea.ml_tools/__init__``.
+
+    That ``__init__`` imports the torch, TensorFlow and xgboost wrappers (torch alone
+    costs ~2 s in every worker process); the helper is all the scorer needs. It is
+    registered under its own name, so a later ``import coffea.ml_tools`` reuses it.
+    """
+    name = "coffea.ml_tools.helper"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(coffea.__file__).parent / "ml_tools" / "helper.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+numpy_call_wrapper = _ml_tools_helper().numpy_call_wrapper
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).parent
 # (sha256, threads) -> session; lives as long as the worker process, so a worker

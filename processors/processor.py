@@ -58,9 +58,12 @@ class AnalysisProcessor(processor.ProcessorABC):
         self.score_cut = analysis.score_cut if score_cut is None else score_cut
 
     def process(self, events: ak.Array) -> dict:
-        """Process one chunk and return its histograms, cutflow and written feature files."""
-        a, meta = self.analysis, events.metadata
-        dataset = meta["dataset"]
+        """Process one coffea chunk and return its histograms, cutflow and feature files."""
+        return self.process_chunk(events, events.metadata)
+
+    def process_chunk(self, events: ak.Array, meta: dict) -> dict:
+        """Process ``events`` (any awkward record array) described by ``meta``."""
+        a, dataset = self.analysis, meta["dataset"]
         weights = a.weights(events, meta)
         cutflow = Cutflow(dataset, weights)
         mask = np.ones(len(events), dtype=bool)

@@ -146,6 +146,7 @@ def run(config: RunConfig) -> RunResult:
                     if config.checkpoint else None)
     start = time.perf_counter()
     with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
+        startup = time.perf_counter() - start
         runner = processor.Runner(executor=ex, schema=BaseSchema, chunksize=config.chunksize,
                                   maxchunks=config.maxchunks, checkpointer=checkpointer)
         try:
@@ -154,7 +155,7 @@ def run(config: RunConfig) -> RunResult:
             raise
         except Exception as err:
             raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start - startup
 
     cutflow = output.get("cutflow", {})
     accounting = check_accounting(cutflow, resolved, complete=config.maxchunks is None)
@@ -169,7 +170,7 @@ def run(config: RunConfig) -> RunResult:
         "accounting": accounting,
         "models": {s.name: {"card": str(s.card.path), "feature_set": s.feature_set,
                             "onnx_sha256": s.hashes} for s in scorers},
-        "score_cut": proc.score_cut, "events": n_events, "wall_s": elapsed,
+        "score_cut": proc.score_cut, "events": n_events, "executor_start_s": startup, "wall_s": elapsed,
         "events_per_s": n_events / elapsed if elapsed > 0 else None,
         "versions": versions(), "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }

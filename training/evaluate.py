@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import ks_2samp
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
 from hepsieve.models.scorer import OnnxScorer, load_scorers
 from hepsieve.processors.analysis import Analysis, get_analysis

@@ -25,4 +25,5 @@ def forest_to_onnx(clf: RandomForestClassifier, n_features: int) -> bytes:
     """Export to ONNX: input ``features`` (float32), output ``probabilities`` (column 1 = signal)."""
     onx = convert_sklearn(clf, initial_types=[("features", FloatTensorType([None, n_features]))],
                           options={id(clf): {"zipmap": False}}, target_opset=17)
+    onx.graph.name = "random_forest"  # skl2onnx picks a random UUID: keep exports reproducible
     return onx.SerializeToString()

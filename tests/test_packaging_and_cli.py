@@ -1,0 +1,53 @@
+"""Packaging (non-editable install) and the command line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from hepsieve.processors.cli import main
+
+
+def test_non_editable_install_imports_from_another_directory(tmp_path):
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(root)], check=True,
+                   cwd=tmp_path)
+    code = ("import hepsieve.processors, hepsieve.models, hepsieve.training, hepsieve.datasets, "
+            "hepsieve.datasets.toys.cms_hzz4l as t; from hepsieve.datasets import load_fileset_spec;"
+            "print(hepsieve.processors.__file__); print(load_fileset_spec('cms-hzz4l')['tree'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, text=True,
+                         capture_output=True, env={"PYTHONPATH": str(target), "PATH": ""}).stdout
+    assert out.splitlines() == [str(target / "hepsieve" / "processors" / "__init__.py"),
+                                "HZZ4LeptonsAnalysisReduced"]
+    # no top-level packages that would shadow others (e.g. Hugging Face `datasets`)
+    assert not (target / "datasets").exists() and not (target / "processors").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "run", "train", "evaluate", "plot", "demo", "bench"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: hepsieve" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_naming_the_problem(tmp_path, capsys):
+    code = main(["-q", "run", "cms-hzz4l", "--data-dir", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nowhere does not exist" in err and "hepsieve generate cms-hzz4l" in err
+    assert "Traceback" not in err
+
+
+def test_cli_run_and_plot(cms_toy_dir, cms_models, tmp_path, capsys):
+    assert main(["-q", "run", "cms-hzz4l", "--data-dir", str(cms_toy_dir), "--out",
+                 str(tmp_path / "r"), "--models", str(cms_models), "--executor", "iterative",
+                 "--datasets", "VBF_HToZZTo4mu", "ZZTo4mu"]) == 0
+    out = capsys.readouterr().out
+    assert "VBF_HToZZTo4mu" in out and "processed       3000 /       3000" in out
+    assert main(["-q", "plot", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "plots" / "m4l_vbf.png").stat().st_size > 10_000
+    assert (tmp_path / "r" / "plots" / "score_mlp_vbf.png").is_file()
