@@ -18,7 +18,6 @@ from hepsieve.processors.analysis import Analysis, FeatureSpec
 from hepsieve.processors.errors import ModelCardError
 
 
-
 def _ml_tools_helper():
     """Return ``coffea.ml_tools.helper`` without running ``coffea.ml_tools/__init__``.
 

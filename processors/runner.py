@@ -146,7 +146,7 @@ def run(config: RunConfig) -> RunResult:
                     if config.checkpoint else None)
     start = time.perf_counter()
     with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
-        startup = time.perf_counter() - start
+        startup = time.perf_counter() - start  # local cluster start, not event processing
         runner = processor.Runner(executor=ex, schema=BaseSchema, chunksize=config.chunksize,
                                   maxchunks=config.maxchunks, checkpointer=checkpointer)
         try:
@@ -155,7 +155,7 @@ def run(config: RunConfig) -> RunResult:
             raise
         except Exception as err:
             raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
-    elapsed = time.perf_counter() - start - startup
+        elapsed = time.perf_counter() - start - startup
 
     cutflow = output.get("cutflow", {})
     accounting = check_accounting(cutflow, resolved, complete=config.maxchunks is None)
