@@ -159,7 +159,7 @@ def train(analysis_name: str, features_dir: str | Path, kind: str, out_dir: str 
                   "preprocessing": "inside the ONNX graph (raw features in)"},
         "output": model_kind.output, "k": k, "folds": folds, "seed": seed,
         "training_data": {
-            "features_dir": str(Path(features_dir).resolve()),
+            "features_dir": str(features_dir),
             "datasets": sorted(frame["dataset"].unique().tolist()),
             "n_signal": int((y == 1).sum()), "n_background": int((y == 0).sum()),
             "weights": "per-class normalised (each class sums to half the rows)",

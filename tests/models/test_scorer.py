@@ -83,3 +83,14 @@ def test_wrong_input_shape_is_a_clear_error(cms_models):
     scorer = OnnxScorer.from_card(cms_models / "mlp.json")
     with pytest.raises(ModelCardError, match=r"expected \(n, 5\) features"):
         scorer.validate_numpy_input(np.zeros((3, 4), np.float32), np.arange(3))
+
+
+def test_shipped_models_match_the_analysis_and_their_hashes():
+    from hepsieve.models import default_models_dir
+
+    scorers = load_scorers(default_models_dir(ANALYSIS), ANALYSIS)
+    assert {s.name for s in scorers} == {"mlp", "rf"}
+    x = np.array([[600.0, 4.5, 125.0, 91.0, 28.0], [120.0, 0.8, 230.0, 91.0, 90.0]], np.float32)
+    for scorer in scorers:
+        vbf_like, zz_like = scorer.score(x, np.array([0, 0]))
+        assert vbf_like > 0.6 > zz_like
