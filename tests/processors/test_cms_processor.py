@@ -206,3 +206,19 @@ def test_nan_features_are_counted_warned_and_not_scored(cms_toy_dir, cms_models,
     assert steps["vbf: finite features"]["n"] == len(vbf) - 7
     score = result.histograms["score_mlp"][{"dataset": "VBF_HToZZTo4mu", "category": "vbf"}]
     assert score.sum(flow=True).value == pytest.approx(steps["vbf: finite features"]["sumw"])
+
+
+def test_checkpointed_rerun_reads_chunks_back_and_gives_same_result(cms_toy_dir, tmp_path,
+                                                                   monkeypatch):
+    kw = dict(datasets=["VBF_HToZZTo4e", "ZZTo4e"], chunksize=1000, checkpoint=tmp_path / "ckpt")
+    first = run_cms(cms_toy_dir, tmp_path / "a", **kw)
+    assert len(list((tmp_path / "ckpt").rglob("*.coffea"))) == 6  # 2 files x 3 chunks
+
+    def no_chunks(self, events):
+        raise AssertionError("a checkpointed chunk was processed again")
+
+    monkeypatch.setattr(AnalysisProcessor, "process", no_chunks)
+    second = run_cms(cms_toy_dir, tmp_path / "b", **kw)
+    assert second.cutflow == first.cutflow
+    for name, h in first.histograms.items():
+        np.testing.assert_array_equal(second.histograms[name].values(flow=True), h.values(flow=True))
