@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import uproot
 
 from hepsieve.processors.errors import ConfigurationError, InputFileError
@@ -47,10 +48,24 @@ class ResolvedFileset:
         return sum(self.entries.values())
 
 
-def _check_file(path: Path, tree: str, branches: tuple[str, ...]) -> int:
+def _check_parquet(path: Path, columns: tuple[str, ...]) -> int:
+    """Return the rows of a Parquet file; raise InputFileError naming the problem."""
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise InputFileError(f"{path}: cannot be read as Parquet ({type(err).__name__}: {err})") from None
+    missing = [c for c in columns if c not in meta.schema_arrow.names]
+    if missing:
+        raise InputFileError(f"{path}: lacks column(s) {', '.join(missing)}")
+    return int(meta.metadata.num_rows)
+
+
+def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "root") -> int:
     """Return the entries of ``tree`` in ``path``; raise InputFileError naming the problem."""
     if not path.is_file():
         raise InputFileError(f"{path}: file not found")
+    if fmt == "parquet":
+        return _check_parquet(path, branches)
     try:
         with uproot.open(path) as fin:
             if tree not in fin:
@@ -85,6 +100,7 @@ def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[s
     if unknown:
         raise ConfigurationError(f"unknown dataset(s) {unknown}; known: {sorted(spec['datasets'])}")
     out = ResolvedFileset(fileset={}, entries={}, is_toy=(data_dir / "toy.json").is_file())
+    required = tuple(spec.get("required", required_branches))  # a flavour may list its own
     for name in names:
         entry = spec["datasets"][name]
         meta = dict(entry.get("metadata", {}))
@@ -96,7 +112,7 @@ def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[s
                 log.warning("optional dataset %s: %s not found, left out", name, path)
                 continue
             try:
-                entries += _check_file(path, spec["tree"], required_branches)
+                entries += _check_file(path, spec["tree"], required, spec.get("format", "root"))
             except InputFileError as err:
                 if not skip_bad_files:
                     raise

@@ -15,6 +15,7 @@ from hepsieve.processors.errors import ConfigurationError
 #: analysis name -> "module:attribute" of its Analysis object (imported on demand)
 ANALYSES: dict[str, str] = {
     "cms-hzz4l": "hepsieve.processors.hzz4l_cms:ANALYSIS",
+    "atlas-hzz4l": "hepsieve.processors.hzz4l_atlas:ANALYSIS",
 }
 
 
@@ -73,6 +74,8 @@ class Analysis:
     score_cut: float
     lumi_pb: float
     toy_generator: str  # "module:function"
+    # selected events -> the record that categories, features and histograms read (once per chunk)
+    derive: Callable[[ak.Array], ak.Array] | None = None
     meta: Mapping[str, object] = field(default_factory=dict)
 
     def feature_spec(self, name: str | None = None) -> FeatureSpec:

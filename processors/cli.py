@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from hepsieve.processors.analysis import ANALYSES, get_analysis, load_object
-from hepsieve.processors.errors import HepsieveError
+from hepsieve.processors.errors import ConfigurationError, HepsieveError
 
 log = logging.getLogger("hepsieve")
 
@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=20_000, help="selected events per dataset")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--datasets", nargs="+", help="only these datasets (default: all)")
+    p.add_argument("--flat-csv", type=Path, metavar="DIR",
+                   help="also write the flat (Kaggle-style) CSVs of the toy, where the analysis has them")
+
+    p = sub.add_parser("convert", help="stream CSV(.gz) files to Parquet (one output file per input)")
+    p.add_argument("csv", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--event-id", default="eventNumber",
+                   help="column to add with the row number if the CSV lacks it (default eventNumber)")
 
     p = sub.add_parser("run", help="run the processor: histograms (with ONNX scores) or features")
     p.add_argument("analysis", choices=names)
@@ -70,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fileset", help="fileset JSON (default: the analysis' own)")
     p.add_argument("--datasets", nargs="+", help="only these datasets")
     p.add_argument("--score-cut", type=float, help="score threshold for the cut histogram")
+    p.add_argument("--working-points", type=Path, metavar="METRICS_JSON",
+                   help="per-model score cuts: the AMS working points of `hepsieve evaluate`")
     p.add_argument("--skip-bad-files", action="store_true",
                    help="skip unreadable files (listed in the summary and run.json)")
     p.add_argument("--checkpoint", type=Path, help="directory of per-chunk checkpoints; "
@@ -125,15 +135,43 @@ def _run_config(args, **overrides):
                   fileset=args.fileset, datasets=args.datasets, executor=args.executor,
                   workers=args.workers, scheduler=args.scheduler, chunksize=args.chunksize,
                   maxchunks=args.maxchunks, skip_bad_files=args.skip_bad_files,
-                  checkpoint=args.checkpoint, score_cut=args.score_cut,
+                  checkpoint=args.checkpoint,
+                  score_cut=working_points(args.working_points) if args.working_points
+                  else args.score_cut,
                   progress=not args.quiet)
     return RunConfig(**(fields | overrides))
 
 
 def cmd_generate(args) -> None:
-    """Write toy files."""
-    generate = load_object(get_analysis(args.analysis).toy_generator)
-    generate(args.out, events=args.events, seed=args.seed, datasets=args.datasets)
+    """Write toy files (and the flat CSVs on request)."""
+    analysis = get_analysis(args.analysis)
+    load_object(analysis.toy_generator)(args.out, events=args.events, seed=args.seed,
+                                        datasets=args.datasets)
+    if args.flat_csv:
+        if "flat_csv_writer" not in analysis.meta:
+            raise ConfigurationError(f"--flat-csv: analysis {analysis.name} has no flat CSV form")
+        paths = load_object(analysis.meta["flat_csv_writer"])(args.out, args.flat_csv)
+        print(f"flat CSVs: {', '.join(str(p) for p in paths)}")
+
+
+def cmd_convert(args) -> None:
+    """Convert CSV files to Parquet."""
+    from hepsieve.datasets.converters import csv_to_parquet
+
+    for src in args.csv:
+        name = src.name.removesuffix(".gz").removesuffix(".csv") + ".parquet"
+        rows = csv_to_parquet(src, args.out / name, event_id=args.event_id)
+        print(f"{src} -> {args.out / name} ({rows} rows)")
+
+
+def working_points(metrics_json: Path) -> dict[str, float]:
+    """Return {model: AMS working point} from an evaluation's metrics.json."""
+    try:
+        models = json.loads(Path(metrics_json).read_text())["models"]
+        return {name: m["ams"]["working_point"] for name, m in models.items()}
+    except (OSError, KeyError, json.JSONDecodeError) as err:
+        raise ConfigurationError(f"--working-points {metrics_json}: not an evaluation "
+                                 f"metrics.json ({err})") from None
 
 
 def cmd_run(args) -> None:
@@ -222,10 +260,15 @@ def cmd_demo(args) -> None:
     step(4, "evaluating")
     summary = evaluate(args.analysis, features, out / "models", out / "evaluation")
     step(5, "running the processor with ONNX inference")
-    result = run(RunConfig(out_dir=out / "histograms", models_dir=out / "models", **common))
+    cuts = (working_points(out / "evaluation" / "metrics.json")
+            if analysis.meta.get("working_point") == "ams" else None)
+    result = run(RunConfig(out_dir=out / "histograms", models_dir=out / "models", score_cut=cuts,
+                           **common))
     step(6, "plotting")
     plot_run(out / "histograms")
     print(metrics_table(summary))
+    if cuts:
+        print(f"score cuts (AMS working points): {cuts}")
     print(f"processor: {result.provenance['events_per_s']:.0f} events/s; demo done in "
           f"{time.perf_counter() - start:.0f} s; outputs in {out}/")
 
@@ -238,7 +281,7 @@ def cmd_bench(args) -> None:
           args.models)
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "train": cmd_train,
+COMMANDS = {"generate": cmd_generate, "convert": cmd_convert, "run": cmd_run, "train": cmd_train,
             "evaluate": cmd_evaluate, "plot": cmd_plot, "demo": cmd_demo, "bench": cmd_bench}
 
 

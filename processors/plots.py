@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from hepsieve.processors.analysis import Analysis, get_analysis
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.outputs import load_histograms
@@ -44,7 +46,11 @@ def use_style(analysis: Analysis):
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write one stacked plot per (histogram, category) of a run; return the PNG paths."""
+    """Write one plot per (histogram, category) of a run; return the PNG paths.
+
+    Simulation is stacked by process (signal on top); where the run has data, it is drawn
+    as points with Poisson errors over the stack, with a data/MC ratio panel.
+    """
     run_dir = Path(run_dir)
     prov_path = run_dir / "run.json"
     if not prov_path.is_file():
@@ -56,31 +62,24 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     out = Path(out_dir or run_dir / "plots")
     out.mkdir(parents=True, exist_ok=True)
     plt = use_style(analysis)
-    _, hep = _pyplot()
     written = []
     for name, h in hists.items():
         for category in h.axes["category"]:
-            proc_hists: dict[str, object] = {}
+            mc: dict[str, object] = {}
             roles: dict[str, str] = {}
+            data = None
             for dataset in h.axes["dataset"]:
-                process = meta.get(dataset, {}).get("process", dataset)
-                roles[process] = meta.get(dataset, {}).get("role", "background")
                 one = h[{"dataset": dataset, "category": category}]
-                proc_hists[process] = proc_hists[process] + one if process in proc_hists else one
-            if not proc_hists or sum(p.sum().value for p in proc_hists.values()) == 0:
+                role = meta.get(dataset, {}).get("role", "background")
+                if role == "data":
+                    data = one if data is None else data + one
+                    continue
+                process = meta.get(dataset, {}).get("process", dataset)
+                roles[process] = role
+                mc[process] = mc[process] + one if process in mc else one
+            if not mc or sum(p.sum().value for p in mc.values()) == 0:
                 continue
-            # backgrounds below, ascending, signal on top
-            order = sorted(proc_hists, key=lambda p: (roles[p] == "signal", proc_hists[p].sum().value))
-            fig, ax = plt.subplots(figsize=(10, 8))
-            hep.histplot([proc_hists[p] for p in order], label=order, stack=True,
-                         histtype="fill", ax=ax, edgecolor="black", linewidth=0.5)
-            ax.set_ylabel("Events / bin")
-            if name.startswith("score_"):
-                ax.set_yscale("log")
-                ax.set_ylim(bottom=max(1e-4, ax.get_ylim()[0]))
-            ax.legend(title=f"{analysis.title}, {category}", fontsize="small")
-            experiment_label(ax, analysis, prov.get("is_toy", False),
-                             lumi_fb=analysis.lumi_pb / 1000)
+            fig = _stack_plot(plt, analysis, name, category, mc, roles, data, prov.get("is_toy", False))
             path = out / f"{name}_{category}.png"
             fig.savefig(path, dpi=90, bbox_inches="tight")
             plt.close(fig)
@@ -88,3 +87,39 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     log.info("wrote %d plots to %s", len(written), out)
     return written
 
+
+def _stack_plot(plt, analysis: Analysis, name: str, category: str, mc: dict, roles: dict, data,
+                is_toy: bool):
+    """Stacked simulation (signal on top), data points and a data/MC ratio when there is data."""
+    _, hep = _pyplot()
+    order = sorted(mc, key=lambda p: (roles[p] == "signal", mc[p].sum().value))
+    if data is None:
+        fig, ax = plt.subplots(figsize=(10, 8))
+    else:
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), sharex=True,
+                                      gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
+    hep.histplot([mc[p] for p in order], label=order, stack=True, histtype="fill", ax=ax,
+                 edgecolor="black", linewidth=0.5)
+    total = sum(mc.values())
+    if data is not None:
+        counts = data.values()
+        centres = data.axes[0].centers
+        ax.errorbar(centres, counts, yerr=np.sqrt(counts), fmt="ko", label="Data")
+        expected, mc_var = total.values(), total.variances()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rax.errorbar(centres, counts / expected, yerr=np.sqrt(counts) / expected, fmt="ko")
+            band = np.sqrt(mc_var) / expected
+        rax.stairs(1 + band, data.axes[0].edges, baseline=1 - band, fill=True, color="grey",
+                   alpha=0.4, label="MC stat. unc.")
+        rax.axhline(1, color="black", lw=0.8)
+        rax.set_ylim(0, 2)
+        rax.set_ylabel("Data / MC")
+        rax.set_xlabel(ax.get_xlabel())
+        ax.set_xlabel("")
+    ax.set_ylabel("Events / bin")
+    if name.startswith("score_"):
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(1e-3, total.values()[total.values() > 0].min() / 3))
+    ax.legend(title=f"{analysis.title}, {category}", fontsize="small")
+    experiment_label(ax, analysis, is_toy, simulation=data is None, lumi_fb=analysis.lumi_pb / 1000)
+    return fig

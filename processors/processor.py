@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import awkward as ak
@@ -43,19 +43,25 @@ class AnalysisProcessor(processor.ProcessorABC):
     """Runs one :class:`Analysis` on a chunk; fills histograms or exports features.
 
     ``mode="histograms"``: fill the analysis histograms, one score histogram per model
-    and the cut histogram after the score cut. ``mode="features"``: also write the
+    and the cut histogram after that model's score cut (one value for all models or a
+    ``{model: cut}`` mapping; default: the analysis' ``score_cut``).
+    ``mode="features"``: also write the
     selected, scored-category events' features to Parquet under ``features_dir``
     (one file per chunk, named by file and entry range, so a retried chunk overwrites
     rather than duplicates).
     """
 
     def __init__(self, analysis: Analysis, scorers: Sequence = (), mode: str = "histograms",
-                 features_dir: str | Path | None = None, score_cut: float | None = None):
+                 features_dir: str | Path | None = None,
+                 score_cut: float | Mapping[str, float] | None = None):
         self.analysis = analysis
         self.scorers = list(scorers)
         self.mode = mode
         self.features_dir = None if features_dir is None else str(features_dir)
-        self.score_cut = analysis.score_cut if score_cut is None else score_cut
+        if not isinstance(score_cut, Mapping):
+            score_cut = {s.name: analysis.score_cut if score_cut is None else score_cut
+                         for s in self.scorers}
+        self.score_cut = {s.name: score_cut.get(s.name, analysis.score_cut) for s in self.scorers}
 
     def process(self, events: ak.Array) -> dict:
         """Process one coffea chunk and return its histograms, cutflow and feature files."""
@@ -71,6 +77,8 @@ class AnalysisProcessor(processor.ProcessorABC):
             mask &= passed
             cutflow.add(step, mask)
         selected, w = events[mask], weights[mask]
+        if a.derive is not None:
+            selected = a.derive(selected)
         category = a.categorize(selected)
         for cat in a.categories:
             cutflow.add(f"category {cat}", category == cat, w)
@@ -129,7 +137,7 @@ class AnalysisProcessor(processor.ProcessorABC):
             score = scorer.score(matrix, event_id)
             hists[f"score_{scorer.name}"].fill(dataset=dataset, category=category[scored_idx],
                                                score=score, weight=w[scored_idx])
-            passed = score > self.score_cut
+            passed = score > self.score_cut[scorer.name]
             hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
                 dataset=dataset, category=category[scored_idx][passed],
                 **{cut_spec.axis.name: cut_value[passed]}, weight=w[scored_idx][passed])

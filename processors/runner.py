@@ -50,7 +50,7 @@ class RunConfig:
     maxchunks: int | None = None
     skip_bad_files: bool = False
     checkpoint: Path | None = None
-    score_cut: float | None = None
+    score_cut: float | dict[str, float] | None = None  # one cut, or {model: cut}
     progress: bool = True
 
 
@@ -148,7 +148,8 @@ def run(config: RunConfig) -> RunResult:
     with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
         startup = time.perf_counter() - start  # local cluster start, not event processing
         runner = processor.Runner(executor=ex, schema=BaseSchema, chunksize=config.chunksize,
-                                  maxchunks=config.maxchunks, checkpointer=checkpointer)
+                                  maxchunks=config.maxchunks, checkpointer=checkpointer,
+                                  format=spec.get("format", "root"))
         try:
             output = runner(resolved.fileset, proc, treename=spec["tree"])
         except HepsieveError:

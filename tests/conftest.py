@@ -44,3 +44,19 @@ def run_cms(data_dir: Path, out: Path, **kw):
     """Run the CMS analysis quietly and return the RunResult."""
     kw.setdefault("executor", "iterative")
     return run(RunConfig("cms-hzz4l", data_dir, out, progress=False, **kw))
+
+
+@pytest.fixture(scope="session")
+def atlas_toy_dir(tmp_path_factory) -> Path:
+    """Directory of ATLAS toy files, 2000 events per MC sample, plus pseudo-data."""
+    from hepsieve.datasets.toys.atlas_hzz4l import generate
+
+    return generate(tmp_path_factory.mktemp("atlas_toys"), events=2000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def atlas_run(atlas_toy_dir, tmp_path_factory):
+    """Features-mode run over the whole ATLAS toy (iterative)."""
+    out = tmp_path_factory.mktemp("atlas_run")
+    return run(RunConfig("atlas-hzz4l", atlas_toy_dir, out, mode="features", executor="iterative",
+                         progress=False)), out

@@ -68,6 +68,25 @@ def purity_efficiency(y: np.ndarray, score: np.ndarray, w_phys: np.ndarray) -> d
             "best_purity_x_efficiency": float(purity[best] * efficiency[best])}
 
 
+def ams(s: np.ndarray, b: np.ndarray, b_reg: float = 1e-3) -> np.ndarray:
+    """Approximate median significance sqrt(2((s+b+b_reg) ln(1 + s/(b+b_reg)) - s))."""
+    b = np.clip(b, 0, None) + b_reg  # signed weights can leave a slightly negative b
+    s = np.clip(s, 0, None)
+    return np.sqrt(np.clip(2 * ((s + b) * np.log1p(s / b) - s), 0, None))
+
+
+def ams_scan(y: np.ndarray, score: np.ndarray, w_phys: np.ndarray, b_reg: float = 1e-3) -> dict:
+    """Return AMS vs threshold (physical weights) and the working point that maximises it."""
+    sig = y == 1
+    s = np.array([w_phys[sig & (score > t)].sum() for t in THRESHOLDS])
+    b = np.array([w_phys[~sig & (score > t)].sum() for t in THRESHOLDS])
+    values = ams(s, b, b_reg)
+    best = int(np.argmax(values))
+    return {"threshold": THRESHOLDS.tolist(), "ams": values.tolist(), "b_reg": b_reg,
+            "working_point": float(THRESHOLDS[best]), "best_ams": float(values[best]),
+            "s_at_working_point": float(s[best]), "b_at_working_point": float(b[best])}
+
+
 def evaluate(analysis_name: str, features_dir: str | Path, models_dir: str | Path,
              out_dir: str | Path, threshold: float | None = None, is_toy: bool = True) -> dict:
     """Compute metrics for every model in ``models_dir``; write metrics.json and plots."""
@@ -96,6 +115,7 @@ def evaluate(analysis_name: str, features_dir: str | Path, models_dir: str | Pat
                           for c, cls in ((1, "signal"), (0, "background"))},
             "at_threshold": threshold_metrics(y, test, w_bal, threshold),
             "purity_efficiency": purity_efficiency(y, test, w_phys),
+            "ams": ams_scan(y, test, w_phys),
             "n_events": int(len(y)),
         }
         summary["models"][scorer.name] = m
@@ -178,6 +198,18 @@ def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, o
     ax.legend(fontsize="small")
     experiment_label(ax, analysis, is_toy)
     fig.savefig(out / f"purity_efficiency_{name}.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+    scan = m["ams"]
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.plot(scan["threshold"], scan["ams"], label=f"AMS ($b_{{reg}}$ = {scan['b_reg']:g})")
+    ax.axvline(scan["working_point"], color="grey", ls=":",
+               label=f"working point {scan['working_point']:.2f} (AMS = {scan['best_ams']:.2f})")
+    ax.set_xlabel(f"{name} score threshold")
+    ax.set_ylabel("AMS (weighted, full luminosity)")
+    ax.legend(fontsize="small")
+    experiment_label(ax, analysis, is_toy)
+    fig.savefig(out / f"ams_{name}.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
 
     folds = [f for f in scorer.card.data["folds"] if f.get("history", {}).get("train_loss")]

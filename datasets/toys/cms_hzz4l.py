@@ -28,24 +28,20 @@ from pathlib import Path
 
 import numpy as np
 import uproot
-import vector
 
 from hepsieve.datasets.filesets import load_fileset_spec
 from hepsieve.datasets.toys.kinematics import (
     ELECTRON_MASS_GEV,
-    H_MASS_GEV,
-    H_WIDTH_GEV,
     MUON_MASS_GEV,
-    Z_MASS_GEV,
-    Z_WIDTH_GEV,
-    breit_wigner,
-    decay_two_body,
+    decay_to_four_leptons,
+    four_lepton_system_mass,
     p4,
-    p4_from_rapidity,
+    production_jets,
+    recoiling_parent,
     smear_pt,
-    zz_pair_masses,
 )
 from hepsieve.datasets.toys.writer import ProgressWriter
+from hepsieve.processors.fourlepton import four_lepton_mass, z_pairing
 
 log = logging.getLogger(__name__)
 
@@ -60,68 +56,16 @@ BRANCHES = (
 PRODUCTION = {"VBF H": "vbf", "ggH": "ggh", "ZZ": "zz", "ttH": "tth"}
 
 
-def _jets(rng: np.random.Generator, production: str, n: int):
-    """Return parton-level jets (pt, eta, phi) as (n, 6) arrays, NaN where absent."""
-    shape = (n, 6)
-    pt = 20 + rng.exponential(20, shape)
-    eta = rng.normal(0, 2.2, shape)
-    phi = rng.uniform(-np.pi, np.pi, shape)
-    if production == "vbf":
-        n_jets = 2 + rng.poisson(0.3, n)
-        pt[:, :2] = 15 + rng.gamma(2.0, 22.0, (n, 2))
-        centre, gap = rng.normal(0, 0.8, n), 2.0 + rng.gamma(2.5, 1.0, n)
-        eta[:, 0], eta[:, 1] = centre + gap / 2, centre - gap / 2
-        phi[:, 1] = phi[:, 0] + np.pi + rng.normal(0, 1.0, n)
-    elif production == "tth":
-        n_jets = 4 + rng.poisson(1.0, n)
-        pt = 20 + rng.gamma(2.0, 30.0, shape)
-        eta = rng.normal(0, 1.2, shape)
-    else:  # ggh, zz: initial-state radiation only
-        n_jets = rng.poisson(0.75 if production == "ggh" else 0.5, n)
-    present = np.arange(6)[None, :] < np.minimum(n_jets, 6)[:, None]
-    return np.where(present, pt, np.nan), eta, phi
-
-
-def _parent_mass(rng: np.random.Generator, production: str, n: int) -> np.ndarray:
-    """Mass [GeV] of the 4l system before its decay."""
-    if production != "zz":
-        return breit_wigner(rng, H_MASS_GEV, H_WIDTH_GEV, n, 120.0, 130.0)
-    u = rng.random(n)
-    continuum = 180 + rng.gamma(1.3, 60.0, n)
-    offshell = rng.uniform(100, 180, n)
-    z_peak = breit_wigner(rng, Z_MASS_GEV, Z_WIDTH_GEV, n, 80.0, 100.0)
-    return np.where(u < 0.80, continuum, np.where(u < 0.88, offshell, z_peak))
-
-
-def _pairing(lep: list[vector.MomentumNumpy4D]):
-    """Return (m_4l, m_Z1, m_Z2, min m_ll of opposite-sign pairs) from (a+, a-, b+, b-)."""
-    a_p, a_m, b_p, b_m = lep
-    cands = [(a_p + a_m, b_p + b_m), (a_p + b_m, b_p + a_m),
-             (b_p + b_m, a_p + a_m), (b_p + a_m, a_p + b_m)]
-    z1 = np.stack([c[0].mass for c in cands])
-    z2 = np.stack([c[1].mass for c in cands])
-    best = np.argmin(np.abs(z1 - Z_MASS_GEV), axis=0)
-    cols = np.arange(z1.shape[1])
-    min_os = np.minimum(z1, z2).min(axis=0)
-    return (a_p + a_m + b_p + b_m).mass, z1[best, cols], z2[best, cols], min_os
-
-
 def _attempt(rng: np.random.Generator, production: str, channel: str, n: int) -> dict:
     """Generate ``n`` events and return the stored branches of those passing the selection."""
-    jet_pt, jet_eta, jet_phi = _jets(rng, production, n)
-    recoil_px = -np.nansum(jet_pt * np.cos(jet_phi), axis=1) + rng.normal(0, 8, n)
-    recoil_py = -np.nansum(jet_pt * np.sin(jet_phi), axis=1) + rng.normal(0, 8, n)
-    parent = p4_from_rapidity(np.hypot(recoil_px, recoil_py), rng.normal(0, 1.6, n),
-                              np.arctan2(recoil_py, recoil_px), _parent_mass(rng, production, n))
-    m_za, m_zb = zz_pair_masses(rng, parent.mass)
-    za, zb = decay_two_body(rng, parent, m_za, m_zb)
-
+    jet_pt, jet_eta, jet_phi = production_jets(rng, production, n)
+    parent = recoiling_parent(rng, jet_pt, jet_phi, four_lepton_system_mass(rng, production, n))
     flavour = np.full(n, channel)
     if channel == "4l":  # ttH file: both channels
         flavour = np.where(rng.random(n) < 0.5, "4mu", "4e")
     is_mu = flavour == "4mu"
     m_lep = np.where(is_mu, MUON_MASS_GEV, ELECTRON_MASS_GEV)
-    truth = [*decay_two_body(rng, za, m_lep, m_lep), *decay_two_body(rng, zb, m_lep, m_lep)]
+    truth = decay_to_four_leptons(rng, parent, m_lep, m_lep)
 
     # detector: smeared pT, stored as float32, everything downstream from stored values
     stored = []
@@ -131,7 +75,8 @@ def _attempt(rng: np.random.Generator, production: str, channel: str, n: int) ->
                        lep.eta.astype(np.float32), lep.phi.astype(np.float32)])
     leptons = [p4(pt.astype(np.float64), eta.astype(np.float64), phi.astype(np.float64), m_lep)
                for pt, eta, phi in stored]
-    m4l, z1, z2, min_os = _pairing(leptons)
+    m4l = four_lepton_mass(leptons)
+    z1, z2, min_os = z_pairing(leptons, np.tile([1, -1, 1, -1], (n, 1)), np.zeros((n, 4), int))
 
     pts = np.stack([s[0] for s in stored], axis=1)
     etas = np.abs(np.stack([s[1] for s in stored], axis=1))

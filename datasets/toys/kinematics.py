@@ -102,3 +102,63 @@ def decay_two_body(rng: np.random.Generator, parent: vector.MomentumNumpy4D,
 def smear_pt(rng: np.random.Generator, pt: np.ndarray, resolution: float | np.ndarray) -> np.ndarray:
     """Return pT [GeV] with Gaussian relative resolution (kept positive)."""
     return np.abs(pt * (1 + resolution * rng.standard_normal(len(pt))))
+
+
+def recoiling_parent(rng: np.random.Generator, jet_pt: np.ndarray, jet_phi: np.ndarray,
+                     mass: np.ndarray, rapidity_sigma: float = 1.6) -> vector.MomentumNumpy4D:
+    """Return a parent balancing the jets (+ soft radiation) in the transverse plane."""
+    n = len(mass)
+    px = -np.nansum(jet_pt * np.cos(jet_phi), axis=1) + rng.normal(0, 8, n)
+    py = -np.nansum(jet_pt * np.sin(jet_phi), axis=1) + rng.normal(0, 8, n)
+    return p4_from_rapidity(np.hypot(px, py), rng.normal(0, rapidity_sigma, n),
+                            np.arctan2(py, px), mass)
+
+
+def decay_to_four_leptons(rng: np.random.Generator, parent: vector.MomentumNumpy4D,
+                          mass_a: np.ndarray, mass_b: np.ndarray) -> list[vector.MomentumNumpy4D]:
+    """X -> Z(*)_a Z(*)_b -> (l+ l-)_a (l+ l-)_b; return [a+, a-, b+, b-] lab vectors."""
+    m_za, m_zb = zz_pair_masses(rng, parent.mass)
+    za, zb = decay_two_body(rng, parent, m_za, m_zb)
+    return [*decay_two_body(rng, za, mass_a, mass_a), *decay_two_body(rng, zb, mass_b, mass_b)]
+
+
+def production_jets(rng: np.random.Generator, production: str, n: int):
+    """Return jets (pt, eta, phi) [GeV] as (n, 6) arrays, pt NaN where absent.
+
+    ``production``: ``vbf`` (two forward tag jets), ``vh`` (two central jets from the
+    vector boson), ``tth`` (many central jets),
+    ``ggh`` or ``zz`` (soft initial-state radiation only).
+    """
+    shape = (n, 6)
+    pt = 20 + rng.exponential(20, shape)
+    eta = rng.normal(0, 2.2, shape)
+    phi = rng.uniform(-np.pi, np.pi, shape)
+    if production == "vbf":
+        n_jets = 2 + rng.poisson(0.3, n)
+        pt[:, :2] = 15 + rng.gamma(2.0, 22.0, (n, 2))
+        centre, gap = rng.normal(0, 0.8, n), 2.0 + rng.gamma(2.5, 1.0, n)
+        eta[:, 0], eta[:, 1] = centre + gap / 2, centre - gap / 2
+        phi[:, 1] = phi[:, 0] + np.pi + rng.normal(0, 1.0, n)
+    elif production == "vh":  # W/Z -> q q' plus radiation
+        n_jets = 2 + rng.poisson(0.3, n)
+        pt = 20 + rng.gamma(2.0, 22.0, shape)
+        eta = rng.normal(0, 1.4, shape)
+    elif production == "tth":
+        n_jets = 4 + rng.poisson(1.0, n)
+        pt = 20 + rng.gamma(2.0, 30.0, shape)
+        eta = rng.normal(0, 1.2, shape)
+    else:  # ggh, zz: initial-state radiation only
+        n_jets = rng.poisson(0.75 if production == "ggh" else 0.5, n)
+    present = np.arange(6)[None, :] < np.minimum(n_jets, 6)[:, None]
+    return np.where(present, pt, np.nan), eta, phi
+
+
+def four_lepton_system_mass(rng: np.random.Generator, production: str, n: int) -> np.ndarray:
+    """Return the mass [GeV] of the 4l system: the Higgs, or for ``zz`` the continuum + Z peak."""
+    if production != "zz":
+        return breit_wigner(rng, H_MASS_GEV, H_WIDTH_GEV, n, 120.0, 130.0)
+    u = rng.random(n)
+    continuum = 180 + rng.gamma(1.3, 60.0, n)
+    offshell = rng.uniform(100, 180, n)
+    z_peak = breit_wigner(rng, Z_MASS_GEV, Z_WIDTH_GEV, n, 80.0, 100.0)
+    return np.where(u < 0.80, continuum, np.where(u < 0.88, offshell, z_peak))

@@ -90,3 +90,16 @@ def test_evaluate_writes_metrics_and_plots(cms_features_run, cms_models, tmp_pat
             assert (tmp_path / plot).stat().st_size > 10_000
     assert (tmp_path / "roc.png").is_file() and (tmp_path / "loss_mlp.png").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_ams_formula_and_scan():
+    from hepsieve.training.evaluate import ams, ams_scan
+
+    s, b, breg = 10.0, 100.0, 1e-3
+    expected = np.sqrt(2 * ((s + b + breg) * np.log(1 + s / (b + breg)) - s))
+    assert ams(np.array([s]), np.array([b]))[0] == pytest.approx(expected)
+    y = np.array([1] * 50 + [0] * 50)
+    score = np.concatenate([np.linspace(0.55, 1, 50), np.linspace(0, 0.7, 50)])
+    scan = ams_scan(y, score, np.full(100, 2.0))
+    assert 0.69 <= scan["working_point"] <= 0.71  # above it: signal only
+    assert scan["best_ams"] == pytest.approx(max(scan["ams"]))
