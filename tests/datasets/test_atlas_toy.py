@@ -118,7 +118,7 @@ def test_csv_and_root_inputs_give_identical_histograms(atlas_toy_dir, atlas_run,
     for csv in write_kaggle_csv(atlas_toy_dir, tmp_path / "csv"):
         csv_to_parquet(csv, tmp_path / "pq" / csv.with_suffix(".parquet").name)
     flat = run(RunConfig("atlas-hzz4l", tmp_path / "pq", tmp_path / "out", executor="iterative",
-                         fileset="atlas_hzz4l_csv", progress=False, chunksize=700))
+                         fileset="atlas_hzz4l_csv", progress=False))
     root = atlas_run[0].histograms
     for name in ("m4l", "z1_mass", "z2_mass", "pt4l"):
         for dataset in ("llll", "ggH125_ZZ4lep"):
