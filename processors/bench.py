@@ -25,12 +25,14 @@ from hepsieve.processors.runner import RunConfig, run, versions
 log = logging.getLogger(__name__)
 
 
-def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chunksize: int) -> dict:
+def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chunksize: int,
+               model_names: list[str] | None = None) -> dict:
     """Run the analysis with uproot.iterate + the processor's chunk function; return timing."""
     analysis = get_analysis(analysis_name)
     spec = load_fileset_spec(analysis_name)
     resolved = resolve_fileset(spec, data_dir, analysis.required_branches)
-    scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1)
+    scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1,
+                           names=model_names)
     proc = AnalysisProcessor(analysis, scorers)
     start, out, n = time.perf_counter(), None, 0
     for dataset, entry in resolved.fileset.items():
@@ -46,22 +48,23 @@ def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chun
 
 
 def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str], workers: int,
-          chunksize: int, models_dir: Path | None = None) -> dict:
+          chunksize: int, models_dir: Path | None = None, model_names: list[str] | None = None) -> dict:
     """Time the floor and each executor (1 and ``workers`` workers); print and save a table."""
     out_dir = Path(out_dir)
     rows: dict[str, dict] = {"floor: uproot.iterate + onnxruntime + hist, 1 process":
-                             floor_loop(analysis_name, data_dir, models_dir, chunksize)}
+                             floor_loop(analysis_name, data_dir, models_dir, chunksize, model_names)}
     for executor in executors:
         for n in ([1] if executor == "iterative" else sorted({1, workers})):
             config = RunConfig(analysis_name, data_dir, out_dir / f"{executor}_{n}",
-                               models_dir=models_dir, executor=executor, workers=n,
+                               models_dir=models_dir, models=model_names, executor=executor, workers=n,
                                chunksize=chunksize, progress=False)
             prov = run(config).provenance
             rows[f"hepsieve {executor}, {n} worker(s)"] = {
                 "events": prov["events"], "wall_s": prov["wall_s"],
                 "events_per_s": prov["events_per_s"]}
     floor = next(iter(rows.values()))["events_per_s"]
-    print(f"\n{'configuration':<58s} {'events':>10s} {'wall [s]':>9s} {'events/s':>12s} {'/floor':>7s}")
+    print(f"\nmodels: {', '.join(model_names) if model_names else 'all'}; chunksize {chunksize}")
+    print(f"{'configuration':<58s} {'events':>10s} {'wall [s]':>9s} {'events/s':>12s} {'/floor':>7s}")
     for name, r in rows.items():
         r["ratio_to_floor"] = r["events_per_s"] / floor
         print(f"{name:<58s} {r['events']:>10d} {r['wall_s']:>9.2f} {r['events_per_s']:>12.0f} "
@@ -71,6 +74,7 @@ def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str
     print(f"peak RSS: main process {rss['self_max_rss_mb']:.0f} MB, "
           f"largest child process {rss['children_max_rss_mb']:.0f} MB")
     report = {"analysis": analysis_name, "data_dir": str(data_dir), "chunksize": chunksize,
+              "models": model_names or "all",
               "results": rows, "rss": rss, "versions": versions()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1))

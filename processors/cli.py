@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("analysis", choices=names)
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--models", type=Path, help="model directory (default: shipped models)")
+    p.add_argument("--model-names", nargs="+", help="use only these models")
     p.add_argument("--executors", nargs="+", default=["iterative", "futures", "dask"])
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--chunksize", type=int, default=250_000)
@@ -216,12 +217,13 @@ def metrics_table(summary: dict) -> str:
     """Return a plain-text table of AUCs and F1 per model."""
     t = summary["threshold"]
     lines = [f"{'model':<8s} {'AUC test':>9s} {'AUC train':>10s} {'AUC per fold':>18s} "
-             f"{'F1@' + str(t):>8s} {'KS p s/b':>12s}"]
+             f"{'F1@' + str(t):>8s} {'KS p s/b':>12s} {'AMS WP':>7s} {'AMS':>6s}"]
     for name, m in summary["models"].items():
         folds = "/".join(f"{a:.4f}" for a in m["auc_test_per_fold"])
         lines.append(f"{name:<8s} {m['auc_test']:>9.4f} {m['auc_train']:>10.4f} {folds:>18s} "
                      f"{m['at_threshold']['unweighted']['f1']:>8.3f} "
-                     f"{m['ks_pvalue']['signal']:>5.2f}/{m['ks_pvalue']['background']:.2f}")
+                     f"{m['ks_pvalue']['signal']:>7.2f}/{m['ks_pvalue']['background']:.2f} "
+                     f"{m['ams']['working_point']:>7.2f} {m['ams']['best_ams']:>6.2f}")
     return "\n".join(lines)
 
 
@@ -278,7 +280,7 @@ def cmd_bench(args) -> None:
     from hepsieve.processors.bench import bench
 
     bench(args.analysis, args.data_dir, args.out, args.executors, args.workers, args.chunksize,
-          args.models)
+          args.models, args.model_names)
 
 
 COMMANDS = {"generate": cmd_generate, "convert": cmd_convert, "run": cmd_run, "train": cmd_train,

@@ -24,7 +24,7 @@ import numpy as np
 import vector
 
 from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec
-from hepsieve.processors.fourlepton import four_lepton_mass, z_pairing
+from hepsieve.processors.fourlepton import z_pairing
 
 MEV = 1000.0
 CHANNELS = {44: "4e", 48: "2e2mu", 52: "4mu"}
@@ -32,36 +32,55 @@ LEPTON_FIELDS = ("pt", "eta", "phi", "E", "charge", "type")
 KINEMATIC = ("lep1_pt", "lep2_pt", "lep3_pt", "lep4_pt", "z1_mass", "z2_mass", "pt4l")
 
 
-def leptons(events: ak.Array) -> ak.Array:
-    """Return the leptons (GeV) of either input flavour as one jagged record array."""
+def lepton_table(events: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Return flat per-lepton numpy columns (GeV) and the leptons per event, for either flavour.
+
+    The object selection needs no jagged structure, only per-event sums at the end, so it
+    runs on flat arrays (several times faster than jagged ``ak.where`` chains).
+    """
     if "lep_pt" in events.fields:  # ROOT mini tree, MeV
-        fields = {f: events[f"lep_{f}"] for f in LEPTON_FIELDS}
+        counts = ak.to_numpy(ak.num(events.lep_pt))
+
+        def flat(branch):
+            return ak.to_numpy(ak.flatten(events[branch]))
+
+        cols = {f: flat(f"lep_{f}") for f in LEPTON_FIELDS}
         for f in ("pt", "E"):
-            fields[f] = fields[f] / MEV
-        for f in ("ptcone30", "etcone20"):
-            fields[f] = events[f"lep_{f}"] / MEV
-        fields["sigd0"] = events.lep_tracksigd0pvunbiased
-        fields["z0"] = events.lep_z0
-        fields["tight"] = events.lep_isTightID
-        return ak.zip(fields)
-    # flat Kaggle-style columns lep_pt_0..3 (GeV)
-    n = sum(1 for f in events.fields if f.startswith("lep_pt_"))
-    cols = {f: np.stack([ak.to_numpy(events[f"lep_{f}_{i}"]) for i in range(n)], axis=1)
+            cols[f] = cols[f] / MEV
+        cols |= {"ptcone30": flat("lep_ptcone30") / MEV, "etcone20": flat("lep_etcone20") / MEV,
+                 "sigd0": flat("lep_tracksigd0pvunbiased"), "z0": flat("lep_z0"),
+                 "tight": flat("lep_isTightID")}
+        return cols, counts
+    # flat Kaggle-style columns lep_<var>_0..3 (GeV): four selected leptons per row
+    n_lep = sum(1 for f in events.fields if f.startswith("lep_pt_"))
+    cols = {f: np.stack([ak.to_numpy(events[f"lep_{f}_{i}"]) for i in range(n_lep)], axis=1).ravel()
             for f in LEPTON_FIELDS}
-    return ak.zip({f: ak.from_regular(c) for f, c in cols.items()})
+    return cols, np.full(len(events), n_lep)
 
 
-def is_good(lep: ak.Array) -> ak.Array:
+def good_mask(cols: dict[str, np.ndarray]) -> np.ndarray:
     """Return the object selection per lepton (all True where the input lacks ID variables)."""
-    if "ptcone30" not in lep.fields:
-        return ak.ones_like(lep.pt, dtype=bool)
-    electron = lep["type"] == 11
-    theta = 2 * np.arctan(np.exp(-lep.eta))
-    return (lep.tight & (lep.ptcone30 < 0.3 * lep.pt) & (lep.etcone20 < 0.3 * lep.pt)
-            & (abs(lep.sigd0) < ak.where(electron, 5.0, 3.0))
-            & (abs(lep.z0 * np.sin(theta)) < 0.5)
-            & (lep.pt > ak.where(electron, 7.0, 5.0))
-            & (abs(lep.eta) < ak.where(electron, 2.47, 2.5)))
+    if "ptcone30" not in cols:
+        return np.ones(len(cols["pt"]), dtype=bool)
+    pt, eta, electron = cols["pt"], cols["eta"], cols["type"] == 11
+    theta = 2 * np.arctan(np.exp(-eta))
+    return (cols["tight"] & (cols["ptcone30"] < 0.3 * pt) & (cols["etcone20"] < 0.3 * pt)
+            & (np.abs(cols["sigd0"]) < np.where(electron, 5.0, 3.0))
+            & (np.abs(cols["z0"] * np.sin(theta)) < 0.5)
+            & (pt > np.where(electron, 7.0, 5.0)) & (np.abs(eta) < np.where(electron, 2.47, 2.5)))
+
+
+def per_event_sum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Return the sum of per-lepton ``values`` in each event."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    return np.bincount(owner, weights=values, minlength=len(counts))
+
+
+def four_good_leptons(cols: dict[str, np.ndarray], good: np.ndarray, counts: np.ndarray,
+                      events_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Return (n, 4) columns of the good leptons of events with exactly four of them."""
+    keep = good & np.repeat(events_mask, counts)
+    return {f: cols[f][keep].reshape(-1, 4) for f in LEPTON_FIELDS}
 
 
 def weights(events: ak.Array, meta: Mapping) -> np.ndarray:
@@ -79,37 +98,37 @@ def weights(events: ak.Array, meta: Mapping) -> np.ndarray:
 
 def selection(events: ak.Array) -> dict[str, np.ndarray]:
     """Return the ordered event selection steps."""
-    lep = leptons(events)
-    good = lep[is_good(lep)]
+    cols, counts = lepton_table(events)
+    good = good_mask(cols)
+
+    def good_sum(values):
+        return per_event_sum(np.where(good, values, 0), counts)
+
     steps = {}
     if "trigE" in events.fields:
         steps["trigger (e or mu)"] = ak.to_numpy(events.trigE | events.trigM)
-    steps["exactly 4 good leptons"] = ak.to_numpy(ak.num(good) == 4)
-    steps["sum charge = 0"] = ak.to_numpy(ak.sum(good.charge, axis=1) == 0)
-    steps["sum type in {44, 48, 52}"] = np.isin(ak.to_numpy(ak.sum(good["type"], axis=1)),
-                                                list(CHANNELS))
+    steps["exactly 4 good leptons"] = good_sum(1) == 4
+    steps["sum charge = 0"] = good_sum(cols["charge"]) == 0
+    steps["sum type in {44, 48, 52}"] = np.isin(good_sum(cols["type"]), list(CHANNELS))
     # 2e2mu with sum charge 0 can still be e+e+ mu-mu-: no Z candidates
-    steps["two same-flavour opposite-sign pairs"] = ak.to_numpy(
-        ak.sum(good.charge * (good["type"] == 11), axis=1) == 0)
+    steps["two same-flavour opposite-sign pairs"] = good_sum(cols["charge"] * (cols["type"] == 11)) == 0
     return steps
 
 
 def derive(events: ak.Array) -> ak.Array:
     """Return the four-lepton quantities of selected events (exactly four good leptons)."""
-    lep = leptons(events)
-    good = lep[is_good(lep)]
-    cols = {f: ak.to_numpy(ak.to_regular(good[f], axis=1)) for f in LEPTON_FIELDS}
-    vecs = [vector.array({"pt": cols["pt"][:, i].astype(np.float64),
-                          "eta": cols["eta"][:, i].astype(np.float64),
-                          "phi": cols["phi"][:, i].astype(np.float64),
-                          "E": cols["E"][:, i].astype(np.float64)}) for i in range(4)]
-    z1, z2, _ = z_pairing(vecs, cols["charge"], cols["type"])
+    cols, counts = lepton_table(events)
+    four = four_good_leptons(cols, good_mask(cols), counts, np.ones(len(counts), bool))
+    # Cartesian once: the six pair sums below are then cheap
+    vecs = [vector.array({c: four[c][:, i].astype(np.float64) for c in ("pt", "eta", "phi", "E")})
+            .to_xyzt() for i in range(4)]
+    z1, z2, _ = z_pairing(vecs, four["charge"], four["type"])
     system = vecs[0] + vecs[1] + vecs[2] + vecs[3]
-    pt_sorted = -np.sort(-cols["pt"].astype(np.float64), axis=1)
+    pt_sorted = -np.sort(-four["pt"].astype(np.float64), axis=1)
     return ak.zip({
-        "m4l": four_lepton_mass(vecs), "z1_mass": z1, "z2_mass": z2, "pt4l": system.pt,
+        "m4l": system.mass, "z1_mass": z1, "z2_mass": z2, "pt4l": system.pt,
         **{f"lep{i + 1}_pt": pt_sorted[:, i] for i in range(4)},
-        "sum_type": cols["type"].astype(np.int64).sum(axis=1),
+        "sum_type": four["type"].astype(np.int64).sum(axis=1),
         "eventNumber": ak.to_numpy(events.eventNumber),
     })
 

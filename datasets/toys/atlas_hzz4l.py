@@ -342,7 +342,14 @@ def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
     selection), leptons flattened as ``lep_<var>_0..3`` in GeV, ``totalWeight`` (the
     analysis weight) and ``eventNumber``; floats written with full precision.
     """
-    from hepsieve.processors.hzz4l_atlas import ANALYSIS, LEPTON_FIELDS, is_good, leptons
+    from hepsieve.processors.hzz4l_atlas import (
+        ANALYSIS,
+        LEPTON_FIELDS,
+        four_good_leptons,
+        good_mask,
+        lepton_table,
+        per_event_sum,
+    )
 
     spec = load_fileset_spec("atlas-hzz4l")
     toy_dir, out = Path(toy_dir), Path(out_dir)
@@ -355,11 +362,11 @@ def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
             entry = spec["datasets"][name]
             meta = {**entry["metadata"], "lumi_pb": spec["lumi_pb"]}
             events = uproot.open(toy_dir / entry["files"][0])[TREE].arrays(ANALYSIS.required_branches)
-            lep = leptons(events)
-            good = lep[is_good(lep)]
-            keep = ak.to_numpy((ak.num(good) == 4) & (events.trigE | events.trigM))
-            good = good[keep]
-            columns = {f"lep_{f}_{i}": ak.to_numpy(good[f][:, i]) for f in LEPTON_FIELDS for i in range(4)}
+            cols, counts = lepton_table(events)
+            good = good_mask(cols)
+            keep = (per_event_sum(good, counts) == 4) & ak.to_numpy(events.trigE | events.trigM)
+            four = four_good_leptons(cols, good, counts, keep)
+            columns = {f"lep_{f}_{i}": four[f][:, i] for f in LEPTON_FIELDS for i in range(4)}
             columns["totalWeight"] = ANALYSIS.weights(events, meta)[keep]
             columns["eventNumber"] = ak.to_numpy(events.eventNumber)[keep]
             frames.append(columns)

@@ -145,5 +145,6 @@ def test_converter_streams_gzip_adds_event_id_and_names_bad_files(tmp_path):
     assert table.column("b").to_pylist()[-1] == 499.5
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n3\n")
-    with pytest.raises(InputFileError, match=r"bad\.csv: (cannot be read as|malformed) CSV.*Expected 2 columns"):
+    message = r"bad\.csv: (cannot be read as|malformed) CSV.*Expected 2 columns"
+    with pytest.raises(InputFileError, match=message):
         csv_to_parquet(bad, tmp_path / "bad.parquet")
