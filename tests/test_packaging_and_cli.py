@@ -51,3 +51,26 @@ def test_cli_run_and_plot(cms_toy_dir, cms_models, tmp_path, capsys):
     assert main(["-q", "plot", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "plots" / "m4l_vbf.png").stat().st_size > 10_000
     assert (tmp_path / "r" / "plots" / "score_mlp_vbf.png").is_file()
+
+
+def test_cli_flat_csv_convert_and_working_points(tmp_path, capsys):
+    import json
+
+    toys, csv = tmp_path / "toys", tmp_path / "csv"
+    assert main(["-q", "generate", "atlas-hzz4l", "--events", "300", "--out", str(toys),
+                 "--flat-csv", str(csv)]) == 0
+    assert sorted(p.name for p in csv.glob("*.csv")) == ["data.csv", "ggH125_ZZ4lep.csv", "llll.csv"]
+    assert main(["-q", "convert", *map(str, sorted(csv.glob("*.csv"))), "--out", str(tmp_path / "pq")]) == 0
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"models": {"mlp": {"ams": {"working_point": 0.83}},
+                                              "rf": {"ams": {"working_point": 0.9}}}}))
+    assert main(["-q", "run", "atlas-hzz4l", "--fileset", "atlas_hzz4l_csv", "--data-dir",
+                 str(tmp_path / "pq"), "--out", str(tmp_path / "r"), "--executor", "iterative",
+                 "--working-points", str(metrics)]) == 0
+    prov = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert prov["score_cut"] == {"mlp": 0.83, "rf": 0.9}
+    assert set(prov["accounting"]) == {"data", "ggH125_ZZ4lep", "llll"}
+    assert all(a["processed"] == a["expected"] > 0 for a in prov["accounting"].values())
+    assert main(["-q", "generate", "cms-hzz4l", "--events", "10", "--out", str(tmp_path / "c"),
+                 "--flat-csv", str(tmp_path / "x"), "--datasets", "ZZTo4e"]) == 2
+    assert "has no flat CSV form" in capsys.readouterr().err
