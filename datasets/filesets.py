@@ -82,6 +82,20 @@ def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "ro
         raise InputFileError(f"{path}: cannot be read as ROOT ({type(err).__name__}: {err})") from None
 
 
+def _expand(data_dir: Path, names: list[str], dataset: str) -> list[str]:
+    """Expand glob patterns (``HIGGS_train_*.root``) in sorted order; plain names pass through."""
+    out = []
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            matches = sorted(p.name for p in data_dir.glob(name))
+            if not matches:
+                raise InputFileError(f"dataset {dataset}: no file matches {data_dir / name}")
+            out += matches
+        else:
+            out.append(name)
+    return out
+
+
 def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[str, ...],
                     datasets: list[str] | None = None, skip_bad_files: bool = False) -> ResolvedFileset:
     """Check every file of ``spec`` under ``data_dir`` and return the coffea fileset.
@@ -105,7 +119,7 @@ def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[s
         entry = spec["datasets"][name]
         meta = dict(entry.get("metadata", {}))
         files, entries = {}, 0
-        for fname in entry["files"]:
+        for fname in _expand(data_dir, entry["files"], name):
             path = (data_dir / fname).resolve()
             if not path.exists() and meta.get("optional"):
                 out.skipped.append(f"{path} (optional dataset {name} absent)")

@@ -16,6 +16,7 @@ from hepsieve.processors.errors import ConfigurationError
 ANALYSES: dict[str, str] = {
     "cms-hzz4l": "hepsieve.processors.hzz4l_cms:ANALYSIS",
     "atlas-hzz4l": "hepsieve.processors.hzz4l_atlas:ANALYSIS",
+    "higgs-uci": "hepsieve.processors.higgs_uci:ANALYSIS",
 }
 
 
@@ -76,6 +77,9 @@ class Analysis:
     toy_generator: str  # "module:function"
     # selected events -> the record that categories, features and histograms read (once per chunk)
     derive: Callable[[ak.Array], ak.Array] | None = None
+    # per-event training label (1 signal, 0 background) where a file mixes both; else by role
+    labels: Callable[[ak.Array], np.ndarray] | None = None
+    score_bins: int = 50  # fine binning lets ROC/AUC be computed from the score histograms
     meta: Mapping[str, object] = field(default_factory=dict)
 
     def feature_spec(self, name: str | None = None) -> FeatureSpec:

@@ -58,12 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", help="only these datasets (default: all)")
     p.add_argument("--flat-csv", type=Path, metavar="DIR",
                    help="also write the flat (Kaggle-style) CSVs of the toy, where the analysis has them")
+    p.add_argument("--formats", nargs="+", choices=("root", "parquet", "csv"),
+                   help="higgs-uci: output formats (default root; csv = HIGGS.csv.gz UCI text)")
 
     p = sub.add_parser("convert", help="stream CSV(.gz) files to Parquet (one output file per input)")
     p.add_argument("csv", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--event-id", default="eventNumber",
                    help="column to add with the row number if the CSV lacks it (default eventNumber)")
+    p.add_argument("--layout", choices=("header", "uci-higgs"), default="header",
+                   help="header: CSV with a header row -> one Parquet file; uci-higgs: the UCI "
+                   "HIGGS.csv(.gz) -> HIGGS_{train,test}_<i> chunks (last 500k rows = test)")
+    p.add_argument("--format", choices=("root", "parquet"), default="root",
+                   help="uci-higgs output format (default root, LZ4)")
+    p.add_argument("--chunk-rows", type=int, default=1_000_000, help="uci-higgs rows per chunk")
 
     p = sub.add_parser("run", help="run the processor: histograms (with ONNX scores) or features")
     p.add_argument("analysis", choices=names)
@@ -89,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train k-fold classifiers on exported features -> ONNX + card")
     p.add_argument("analysis", choices=names)
     p.add_argument("--features", type=Path, required=True, help="feature Parquet directory")
-    p.add_argument("--model", choices=("mlp", "rf"), required=True)
+    p.add_argument("--model", choices=("mlp", "rf", "hgb", "ada"), required=True,
+                   help="mlp: PyTorch MLP; rf: RandomForest; hgb: HistGradientBoosting; "
+                   "ada: AdaBoost (200 stumps)")
     p.add_argument("--out", type=Path, required=True, help="models directory")
     p.add_argument("--name", help="model name (default: the --model value)")
     p.add_argument("--feature-set", help="feature set (default: the analysis default)")
@@ -97,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--negative-weights", choices=("zero", "keep", "abs"), default="zero")
     p.add_argument("--epochs", type=int, help="MLP: maximum epochs")
+    p.add_argument("--hidden", type=int, nargs="+", help="MLP: hidden layer widths (default 50 10 5)")
+    p.add_argument("--max-events", type=int, help="train on the first N exported events only")
 
     p = sub.add_parser("evaluate", help="ROC/AUC, KS, confusion matrix, F1, purity x efficiency")
     p.add_argument("analysis", choices=names)
@@ -146,8 +158,9 @@ def _run_config(args, **overrides):
 def cmd_generate(args) -> None:
     """Write toy files (and the flat CSVs on request)."""
     analysis = get_analysis(args.analysis)
+    options = {"formats": tuple(args.formats)} if args.formats else {}
     load_object(analysis.toy_generator)(args.out, events=args.events, seed=args.seed,
-                                        datasets=args.datasets)
+                                        datasets=args.datasets, **options)
     if args.flat_csv:
         if "flat_csv_writer" not in analysis.meta:
             raise ConfigurationError(f"--flat-csv: analysis {analysis.name} has no flat CSV form")
@@ -157,8 +170,13 @@ def cmd_generate(args) -> None:
 
 def cmd_convert(args) -> None:
     """Convert CSV files to Parquet."""
-    from hepsieve.datasets.converters import csv_to_parquet
+    from hepsieve.datasets.converters import csv_to_parquet, higgs_csv_to_chunks
 
+    if args.layout == "uci-higgs":
+        for src in args.csv:
+            names = higgs_csv_to_chunks(src, args.out, args.format, args.chunk_rows)
+            print(f"{src} -> {len(names)} chunks in {args.out}")
+        return
     for src in args.csv:
         name = src.name.removesuffix(".gz").removesuffix(".csv") + ".parquet"
         rows = csv_to_parquet(src, args.out / name, event_id=args.event_id)
@@ -182,6 +200,9 @@ def cmd_run(args) -> None:
     result = run(_run_config(args))
     for dataset, acc in result.provenance["accounting"].items():
         print(f"{dataset:<28s} processed {acc['processed']:>10d} / {acc['expected']:>10d} entries")
+    for model, aucs in result.provenance.get("auc_from_histograms", {}).items():
+        print(f"AUC ({model}, from the score histograms): "
+              + ", ".join(f"{ds} {auc:.4f}" for ds, auc in aucs.items()))
     print(f"{result.provenance['events']} events in {result.provenance['wall_s']:.1f} s = "
           f"{result.provenance['events_per_s']:.0f} events/s -> {args.out}")
 
@@ -190,9 +211,12 @@ def cmd_train(args) -> None:
     """Train one model kind."""
     from hepsieve.training.train import train
 
-    hyper = {"epochs": args.epochs} if args.epochs and args.model == "mlp" else {}
+    hyper = {}
+    if args.model == "mlp":
+        hyper = {k: v for k, v in (("epochs", args.epochs),
+                                   ("hidden", tuple(args.hidden) if args.hidden else None)) if v}
     card = train(args.analysis, args.features, args.model, args.out, feature_set=args.feature_set,
-                 name=args.name, k=args.folds, seed=args.seed,
+                 name=args.name, k=args.folds, seed=args.seed, max_events=args.max_events,
                  negative_weights=args.negative_weights, progress=not args.quiet, hyper=hyper)
     print(f"model card: {card}")
 

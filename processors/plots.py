@@ -31,6 +31,9 @@ def experiment_label(ax, analysis: Analysis, is_toy: bool, simulation: bool = Tr
                      lumi_fb: float | None = None) -> None:
     """Draw the CMS/ATLAS label with "Simulation"/"Open Data" and "toy" when the input is toy."""
     _, hep = _pyplot()
+    if analysis.experiment not in ("CMS", "ATLAS"):
+        ax.set_title(f"{analysis.title}{' (toy)' if is_toy else ''}", loc="left", fontsize="medium")
+        return
     words = (["Open Data"] if analysis.experiment == "ATLAS" else []) + \
         (["Simulation"] if simulation else []) + (["toy"] if is_toy else [])
     style = hep.cms if analysis.experiment == "CMS" else hep.atlas
@@ -41,7 +44,8 @@ def experiment_label(ax, analysis: Analysis, is_toy: bool, simulation: bool = Tr
 def use_style(analysis: Analysis):
     """Activate the mplhep style of the analysis' experiment; return pyplot."""
     plt, hep = _pyplot()
-    plt.style.use(hep.style.CMS if analysis.experiment == "CMS" else hep.style.ATLAS)
+    styles = {"CMS": hep.style.CMS, "ATLAS": hep.style.ATLAS}
+    plt.style.use(styles.get(analysis.experiment, hep.style.ROOT))
     return plt
 
 

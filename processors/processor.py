@@ -17,7 +17,6 @@ from hepsieve.processors.analysis import Analysis
 from hepsieve.processors.cutflow import Cutflow
 from hepsieve.processors.errors import HepsieveWarning
 
-SCORE_AXIS = dict(bins=50, start=0.0, stop=1.0)
 LABELS = {"signal": 1, "background": 0, "data": -1}
 
 
@@ -33,7 +32,7 @@ def make_histograms(analysis: Analysis, model_names: Sequence[str] = ()) -> dict
     out = {spec.name: book(spec.axis) for spec in analysis.histograms}
     cut = analysis.histogram(analysis.cut_histogram)
     for name in model_names:
-        out[f"score_{name}"] = book(hist.axis.Regular(**SCORE_AXIS, name="score",
+        out[f"score_{name}"] = book(hist.axis.Regular(analysis.score_bins, 0.0, 1.0, name="score",
                                                       label=f"{name} score"))
         out[f"{cut.name}_{name}_pass"] = book(cut.axis)
     return out
@@ -144,11 +143,15 @@ class AnalysisProcessor(processor.ProcessorABC):
         return hists
 
     def _export(self, meta, selected, w, category, columns, finite, scored_idx) -> dict[str, int]:
-        role = meta.get("role", "data" if meta.get("is_data") else "background")
+        if self.analysis.labels is not None:
+            label = np.asarray(self.analysis.labels(selected[scored_idx]), dtype=np.int8)
+        else:
+            role = meta.get("role", "data" if meta.get("is_data") else "background")
+            label = np.full(len(scored_idx), LABELS[role], dtype=np.int8)
         table = pa.table({
             **{n: c[finite] for n, c in columns.items()},
             "weight": w[scored_idx],
-            "label": np.full(len(scored_idx), LABELS[role], dtype=np.int8),
+            "label": label,
             "event": ak.to_numpy(selected[self.analysis.event_id])[scored_idx].astype(np.int64),
             "category": category[scored_idx],
             "dataset": np.full(len(scored_idx), meta["dataset"]),

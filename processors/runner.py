@@ -22,6 +22,7 @@ from hepsieve.models.scorer import default_models_dir, load_scorers
 from hepsieve.processors.analysis import Analysis, get_analysis
 from hepsieve.processors.cutflow import cutflow_table
 from hepsieve.processors.errors import ConfigurationError, CutflowMismatchError, HepsieveError
+from hepsieve.processors.metrics import auc_from_histograms
 from hepsieve.processors.outputs import write_outputs
 from hepsieve.processors.processor import AnalysisProcessor
 
@@ -175,6 +176,9 @@ def run(config: RunConfig) -> RunResult:
         "events_per_s": n_events / elapsed if elapsed > 0 else None,
         "versions": versions(), "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+    if scorers and {"signal", "background"} <= set(analysis.categories):
+        provenance["auc_from_histograms"] = auc_from_histograms(output["histograms"])
+        log.info("AUC from the score histograms: %s", provenance["auc_from_histograms"])
     if config.mode == "features":
         provenance["feature_files"] = {ds: sorted(files) for ds, files in
                                        output.get("feature_files", {}).items()}

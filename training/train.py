@@ -56,13 +56,16 @@ class MlpKind(ModelKind):
         return mlp_to_onnx(model, n_features)
 
 
-class ForestKind(ModelKind):
-    """scikit-learn RandomForest."""
+@dataclass(frozen=True)
+class SklearnKind(ModelKind):
+    """A scikit-learn tree ensemble (``rf``, ``hgb`` or ``ada``)."""
+
+    sklearn_kind: str = "rf"
 
     def fit(self, x, y, w, val, seed, progress, hyper):
         from hepsieve.training.forest import fit_forest
         fit = ~val  # same rows as the MLP sees, so the two are comparable
-        return fit_forest(x[fit], y[fit], w[fit], seed, **hyper), {}
+        return fit_forest(x[fit], y[fit], w[fit], seed, self.sklearn_kind, **hyper), {}
 
     def predict(self, model, x):
         from hepsieve.training.forest import predict_forest
@@ -73,12 +76,15 @@ class ForestKind(ModelKind):
         return forest_to_onnx(model, n_features)
 
 
+PROBABILITIES = {"name": "probabilities", "column": 1, "meaning": "P(signal)"}
 MODEL_KINDS: dict[str, ModelKind] = {
     "mlp": MlpKind("PyTorch MLP: Standardize, hidden layers with SELU + dropout, sigmoid output; "
                    "weighted BCE, Adam, early stopping on validation loss",
                    {"name": "p_signal", "column": 0, "meaning": "P(signal)"}),
-    "rf": ForestKind("scikit-learn RandomForestClassifier",
-                     {"name": "probabilities", "column": 1, "meaning": "P(signal)"}),
+    "rf": SklearnKind("scikit-learn RandomForestClassifier (300 trees, depth 5)", PROBABILITIES, "rf"),
+    "hgb": SklearnKind("scikit-learn HistGradientBoostingClassifier (200 iterations)",
+                       PROBABILITIES, "hgb"),
+    "ada": SklearnKind("scikit-learn AdaBoostClassifier (200 decision stumps)", PROBABILITIES, "ada"),
 }
 
 
@@ -101,7 +107,8 @@ def _weighted_auc(y, score, w) -> float:
 def train(analysis_name: str, features_dir: str | Path, kind: str, out_dir: str | Path,
           feature_set: str | None = None, name: str | None = None, k: int = 2, seed: int = 1,
           negative_weights: str = "zero", validation_fraction: float = 0.2,
-          progress: bool = True, hyper: dict[str, Any] | None = None) -> Path:
+          progress: bool = True, hyper: dict[str, Any] | None = None,
+          max_events: int | None = None) -> Path:
     """Train ``k`` fold models of ``kind`` and return the path of the written card.
 
     Model ``i`` trains on events with ``event % k != i`` (a random ``validation_fraction``
@@ -118,6 +125,11 @@ def train(analysis_name: str, features_dir: str | Path, kind: str, out_dir: str 
     model_kind, hyper = MODEL_KINDS[kind], dict(hyper or {})
     name = name or kind
     frame = load_features(features_dir, spec.names)
+    held_out = list(analysis.meta.get("holdout_datasets", ()))
+    frame = frame[~frame["dataset"].isin(held_out)].reset_index(drop=True)
+    max_events = max_events or analysis.meta.get("train_max_events")
+    if max_events is not None:
+        frame = frame.iloc[:max_events]
     x = frame[list(spec.names)].to_numpy(np.float32)
     y = frame["label"].to_numpy(np.float32)
     event = frame["event"].to_numpy(np.int64)
@@ -164,6 +176,7 @@ def train(analysis_name: str, features_dir: str | Path, kind: str, out_dir: str 
             "n_signal": int((y == 1).sum()), "n_background": int((y == 0).sum()),
             "weights": "per-class normalised (each class sums to half the rows)",
             "negative_weights": negative_weights, "validation_fraction": validation_fraction,
+            "max_events": max_events, "held_out_datasets": held_out,
         },
         "reproduce": " ".join(["hepsieve", *sys.argv[1:]]) if sys.argv[0].endswith("hepsieve") else None,
         "versions": versions(),

@@ -1,0 +1,244 @@
+"""Toy UCI HIGGS data: 28 features of l nu b b j j events, in the exact UCI column layout.
+
+Background: tt -> W b W b, one W -> l nu, the other -> q q'. Signal (Baldi et al. 2014):
+gg -> H0 (425 GeV) -> W H+- (325 GeV), H+- -> W h0 (125 GeV), h0 -> b b, one W -> l nu and
+the other -> q q'. Objects are smeared (lepton 2 %, jets 10 %, MET 10 GeV per component),
+required in acceptance (lepton and four jets pT > 20 GeV, |eta| < 2.5), jets ordered by pT and
+b-tagged with three discrete levels. The 7 high-level masses are computed from the
+reconstructed objects: the two most b-tagged jets are the b's, the others the W jets; the
+neutrino pz comes from the W-mass constraint. Momenta and masses are divided by the fixed
+constants in ``SCALE_GEV`` (background means near 1, as in the UCI file). About 53 % signal.
+Files: ``HIGGS_train_<i>.root`` / ``HIGGS_test_<i>.root`` (LZ4) and/or ``.parquet`` chunks, the
+last ``test_rows`` rows (500 000 of 11M; the same fraction for smaller toys) being the UCI test
+split, and/or ``HIGGS.csv.gz`` in the UCI text format. Column ``event`` is the row number.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import uproot
+import vector
+
+from hepsieve.datasets.toys.kinematics import breit_wigner, decay_two_body, p4_from_rapidity
+from hepsieve.datasets.toys.writer import ProgressWriter
+
+log = logging.getLogger(__name__)
+
+TREE = "higgs"
+LOW_LEVEL = ("lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude",
+             "missing_energy_phi", *(f"jet{i}_{v}" for i in range(1, 5)
+                                     for v in ("pt", "eta", "phi", "btag")))
+HIGH_LEVEL = ("m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb")
+COLUMNS = ("label", *LOW_LEVEL, *HIGH_LEVEL)
+BTAG_LEVELS = np.array([0.0, 1.0865380764007568, 2.1730761528015137])
+SCALE_GEV = {"lepton_pT": 60.0, "missing_energy_magnitude": 60.0, "jet1_pt": 110.0,
+             "jet2_pt": 80.0, "jet3_pt": 60.0, "jet4_pt": 40.0, "m_jj": 80.0, "m_jjj": 180.0,
+             "m_lv": 80.0, "m_jlv": 160.0, "m_bb": 130.0, "m_wbb": 300.0, "m_wwbb": 420.0}
+UCI_ROWS, UCI_TEST_ROWS = 11_000_000, 500_000
+W_MASS, W_WIDTH, TOP_MASS, TOP_WIDTH = 80.4, 2.1, 172.5, 1.4
+
+
+def test_rows(n_rows: int) -> int:
+    """Return the size of the test split: 500 000 of 11M rows, the same fraction below."""
+    return UCI_TEST_ROWS if n_rows >= UCI_ROWS else int(round(n_rows * UCI_TEST_ROWS / UCI_ROWS))
+
+
+def _where(cond, a, b):
+    """Per-event choice between two vector arrays."""
+    return vector.array({c: np.where(cond, getattr(a, c), getattr(b, c))
+                         for c in ("px", "py", "pz", "E")})
+
+
+def _truth(rng, n: int):
+    """Return (signal mask, lepton, neutrino, quark 1, quark 2, b 1, b 2) lab vectors."""
+    signal = rng.random(n) < 0.53
+    m_sys = np.where(signal, breit_wigner(rng, 425.0, 15.0, n, 380.0, 470.0),
+                     2 * TOP_MASS + 20 + rng.gamma(2.0, 60.0, n))
+    system = p4_from_rapidity(rng.gamma(2.0, 25.0, n), rng.normal(0, 1.0, n),
+                              rng.uniform(-np.pi, np.pi, n), m_sys)
+    m_w = [breit_wigner(rng, W_MASS, W_WIDTH, n, 60.0, 100.0) for _ in range(2)]
+    # background: t t -> (W b)(W b)
+    m_t = [breit_wigner(rng, TOP_MASS, TOP_WIDTH, n, 160.0, 185.0) for _ in range(2)]
+    t1, t2 = decay_two_body(rng, system, m_t[0], np.minimum(m_t[1], m_sys - m_t[0] - 1))
+    w1_b, b1_b = decay_two_body(rng, t1, np.minimum(m_w[0], t1.mass - 5), 4.8)
+    w2_b, b2_b = decay_two_body(rng, t2, np.minimum(m_w[1], t2.mass - 5), 4.8)
+    # signal: H0 -> W H+-, H+- -> W h0, h0 -> b b
+    w1_s, h_charged = decay_two_body(rng, system, m_w[0], 325.0)
+    w2_s, h0 = decay_two_body(rng, h_charged, m_w[1], 125.0)
+    b1_s, b2_s = decay_two_body(rng, h0, 4.8, 4.8)
+    w1, w2 = _where(signal, w1_s, w1_b), _where(signal, w2_s, w2_b)
+    b1, b2 = _where(signal, b1_s, b1_b), _where(signal, b2_s, b2_b)
+    leptonic_first = rng.random(n) < 0.5
+    w_lep, w_had = _where(leptonic_first, w1, w2), _where(leptonic_first, w2, w1)
+    lepton, nu = decay_two_body(rng, w_lep, 0.0, 0.0)
+    q1, q2 = decay_two_body(rng, w_had, 0.0, 0.0)
+    return signal, lepton, nu, q1, q2, b1, b2
+
+
+def _neutrino(lepton: vector.MomentumNumpy4D, met_x: np.ndarray, met_y: np.ndarray):
+    """Neutrino four-vector with pz from m(l nu) = m_W (smaller |pz|; real part if complex)."""
+    pt_l2 = lepton.pt**2
+    mu = W_MASS**2 / 2 + lepton.px * met_x + lepton.py * met_y
+    a = mu * lepton.pz / pt_l2
+    disc = np.clip(a**2 - (lepton.E**2 * (met_x**2 + met_y**2) - mu**2) / pt_l2, 0, None)
+    pz = np.where(np.abs(a - np.sqrt(disc)) < np.abs(a + np.sqrt(disc)), a - np.sqrt(disc),
+                  a + np.sqrt(disc))
+    return vector.array({"px": met_x, "py": met_y, "pz": pz, "mass": np.zeros_like(pz)})
+
+
+def _reconstruct(rng, n: int) -> dict[str, np.ndarray]:
+    """Generate ``n`` events; return the UCI columns (unscaled, GeV) of those in acceptance."""
+    signal, lepton, nu, *partons = _truth(rng, n)
+    is_b = np.array([False, False, True, True])
+    jets = []
+    for parton in partons:
+        pt = parton.pt * (1 + 0.10 * rng.standard_normal(n))
+        jets.append(vector.array({"pt": np.abs(pt), "eta": parton.eta + rng.normal(0, 0.02, n),
+                                  "phi": parton.phi + rng.normal(0, 0.02, n),
+                                  "mass": np.zeros(n)}))
+    lep = vector.array({"pt": lepton.pt * (1 + 0.02 * rng.standard_normal(n)), "eta": lepton.eta,
+                        "phi": lepton.phi, "mass": np.zeros(n)})
+    met_x, met_y = nu.px + rng.normal(0, 10, n), nu.py + rng.normal(0, 10, n)
+    jet_pt = np.stack([j.pt for j in jets], 1)
+    jet_eta = np.stack([j.eta for j in jets], 1)
+    keep = ((lep.pt > 20) & (np.abs(lep.eta) < 2.5)
+            & np.all((jet_pt > 20) & (np.abs(jet_eta) < 2.5), axis=1))
+    u = rng.random((n, 4))  # b-tag level: b jets 25/20/55 %, light jets 85/10/5 %
+    b_cdf, light_cdf = np.array([0.25, 0.45]), np.array([0.85, 0.95])
+    btag = np.where(is_b[None, :], (u[..., None] > b_cdf).sum(-1), (u[..., None] > light_cdf).sum(-1))
+
+    # reconstruction: two most b-tagged jets (pT breaks ties) are the b's
+    rank = np.argsort(-(btag * 1e4 + jet_pt), axis=1, kind="stable")
+    rows = np.arange(n)[:, None]
+
+    def pick(k):
+        idx = rank[:, k]
+        return vector.array({"pt": jet_pt[np.arange(n), idx], "eta": jet_eta[np.arange(n), idx],
+                             "phi": np.stack([j.phi for j in jets], 1)[np.arange(n), idx],
+                             "mass": np.zeros(n)})
+
+    b_a, b_b, w_j1, w_j2 = (pick(k) for k in range(4))
+    neutrino = _neutrino(lep, met_x, met_y)
+    w_lep = lep + neutrino
+    b_lep_first = b_a.deltaR(lep) < b_b.deltaR(lep)
+    b_lep, b_had = _where(b_lep_first, b_a, b_b), _where(b_lep_first, b_b, b_a)
+    w_had = w_j1 + w_j2
+    out = {"label": signal.astype(np.float64), "lepton_pT": lep.pt, "lepton_eta": lep.eta,
+           "lepton_phi": lep.phi, "missing_energy_magnitude": np.hypot(met_x, met_y),
+           "missing_energy_phi": np.arctan2(met_y, met_x)}
+    order = np.argsort(-jet_pt, axis=1, kind="stable")
+    jet_phi = (np.stack([j.phi for j in jets], 1) + np.pi) % (2 * np.pi) - np.pi
+    for i in range(4):
+        col = order[:, i]
+        out[f"jet{i + 1}_pt"] = jet_pt[np.arange(n), col]
+        out[f"jet{i + 1}_eta"] = jet_eta[np.arange(n), col]
+        out[f"jet{i + 1}_phi"] = jet_phi[np.arange(n), col]
+        out[f"jet{i + 1}_btag"] = BTAG_LEVELS[btag[rows[:, 0], col]]
+    out |= {"m_jj": w_had.mass, "m_jjj": (w_had + b_had).mass, "m_lv": w_lep.mass,
+            "m_jlv": (w_lep + b_lep).mass, "m_bb": (b_a + b_b).mass,
+            "m_wbb": (w_had + b_a + b_b).mass, "m_wwbb": (w_lep + w_had + b_a + b_b).mass}
+    return {k: np.asarray(v, dtype=np.float64)[keep] for k, v in out.items()}
+
+
+def generate_rows(rng: np.random.Generator, n_rows: int, batch: int = 250_000):
+    """Yield dicts of UCI columns (scaled like UCI, float64) until ``n_rows`` rows are made."""
+    done = 0
+    while done < n_rows:
+        cols = _reconstruct(rng, int(batch * 1.6))
+        take = min(len(cols["label"]), n_rows - done, batch)
+        cols = {k: v[:take] / SCALE_GEV.get(k, 1.0) for k, v in cols.items()}
+        done += take
+        yield cols
+
+
+def _chunk_writer(out: Path, fmt: str, name: str):
+    if fmt == "root":
+        def write(cols, first):
+            with uproot.recreate(out / f"{name}.root", compression=uproot.LZ4(1)) as fout:
+                fout[TREE] = cols
+    else:
+        def write(cols, first):
+            pq.write_table(pa.table(cols), out / f"{name}.parquet")
+    return write
+
+
+def write_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000_000,
+                 start_row: int = 0, progress: ProgressWriter | None = None) -> list[str]:
+    """Write UCI-column batches to ``HIGGS_{train,test}_<i>`` chunk files; return their names.
+
+    Values are stored as float32 (label as float32 0/1 like UCI), ``event`` as int64 row number.
+    """
+    n_test = test_rows(n_rows)
+    names, buffer, buffered, row = [], {}, 0, start_row
+    counters = {"train": 0, "test": 0}
+
+    def flush(split):
+        nonlocal buffer, buffered
+        if not buffered:
+            return
+        cols = {k: np.concatenate(v) for k, v in buffer.items()}
+        name = f"HIGGS_{split}_{counters[split]:03d}"
+        counters[split] += 1
+        _chunk_writer(out, fmt, name)(cols, True)
+        names.append(f"{name}.{fmt}")
+        buffer, buffered = {}, 0
+
+    for cols in rows:
+        start = 0
+        size = len(cols["label"])
+        while start < size:
+            split = "test" if row >= n_rows - n_test else "train"
+            limit = (n_rows - n_test) if split == "train" else n_rows
+            take = min(size - start, chunk_rows - buffered, limit - row)
+            part = {k: v[start:start + take].astype(np.float32) for k, v in cols.items()}
+            part["event"] = np.arange(row, row + take, dtype=np.int64)
+            for k, v in part.items():
+                buffer.setdefault(k, []).append(v)
+            buffered += take
+            row += take
+            start += take
+            if buffered == chunk_rows or row == limit:
+                flush(split)
+            if progress:
+                progress.advance(take)
+    return names
+
+
+def write_uci_csv(path: Path, rows) -> int:
+    """Write rows in the UCI text format (no header, label first, ``%.18e``); return the rows."""
+    n = 0
+    with gzip.open(path, "wt", compresslevel=1) as fout:
+        for cols in rows:
+            matrix = np.column_stack([cols[c] for c in COLUMNS])
+            np.savetxt(fout, matrix, fmt="%.18e", delimiter=",")
+            n += len(matrix)
+    return n
+
+
+def generate(out_dir: str | Path, events: int = 100_000, seed: int = 1,
+             datasets: list[str] | None = None, formats: tuple[str, ...] = ("root",),
+             chunk_rows: int = 1_000_000) -> Path:
+    """Write ``events`` toy rows as ROOT/Parquet chunks and/or ``HIGGS.csv.gz`` to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    with ProgressWriter(total=events * len(formats), description="generating higgs-uci") as bar:
+        for fmt in formats:
+            rows = generate_rows(np.random.default_rng(seed), events)
+            if fmt == "csv":
+                write_uci_csv(out / "HIGGS.csv.gz", (bar.advance(len(r["label"])) or r for r in rows))
+                files["csv"] = ["HIGGS.csv.gz"]
+            else:
+                files[fmt] = write_chunks(out, rows, events, fmt, chunk_rows, progress=bar)
+    (out / "toy.json").write_text(json.dumps({
+        "analysis": "higgs-uci", "generator": __name__, "seed": seed, "events": events,
+        "test_rows": test_rows(events), "scale_gev": SCALE_GEV, "files": files}, indent=2))
+    log.info("wrote %d toy rows to %s", events, out)
+    return out
