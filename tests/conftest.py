@@ -60,3 +60,27 @@ def atlas_run(atlas_toy_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("atlas_run")
     return run(RunConfig("atlas-hzz4l", atlas_toy_dir, out, mode="features", executor="iterative",
                          progress=False)), out
+
+
+@pytest.fixture(scope="session")
+def higgs_toy_dir(tmp_path_factory) -> Path:
+    """UCI HIGGS toy: 22 000 rows as ROOT chunks of 5 000 and as HIGGS.csv.gz (same seed)."""
+    from hepsieve.datasets.toys.higgs_uci import generate
+
+    return generate(tmp_path_factory.mktemp("higgs"), events=22_000, seed=5,
+                    formats=("root", "csv"), chunk_rows=5000)
+
+
+@pytest.fixture(scope="session")
+def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
+    """A small MLP and HistGradientBoosting trained on the toy's train split."""
+    from hepsieve.training.train import train
+
+    features = tmp_path_factory.mktemp("higgs_features")
+    run(RunConfig("higgs-uci", higgs_toy_dir, features, mode="features", executor="iterative",
+                  datasets=["train"], progress=False))
+    out = tmp_path_factory.mktemp("higgs_models")
+    train("higgs-uci", features / "features", "mlp", out, progress=False,
+          hyper={"epochs": 8, "hidden": (16, 16)})
+    train("higgs-uci", features / "features", "hgb", out, progress=False, hyper={"max_iter": 30})
+    return out

@@ -45,7 +45,7 @@ UCI_ROWS, UCI_TEST_ROWS = 11_000_000, 500_000
 W_MASS, W_WIDTH, TOP_MASS, TOP_WIDTH = 80.4, 2.1, 172.5, 1.4
 
 
-def test_rows(n_rows: int) -> int:
+def uci_test_rows(n_rows: int) -> int:
     """Return the size of the test split: 500 000 of 11M rows, the same fraction below."""
     return UCI_TEST_ROWS if n_rows >= UCI_ROWS else int(round(n_rows * UCI_TEST_ROWS / UCI_ROWS))
 
@@ -175,7 +175,7 @@ def write_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000
 
     Values are stored as float32 (label as float32 0/1 like UCI), ``event`` as int64 row number.
     """
-    n_test = test_rows(n_rows)
+    n_test = uci_test_rows(n_rows)
     names, buffer, buffered, row = [], {}, 0, start_row
     counters = {"train": 0, "test": 0}
 
@@ -239,6 +239,6 @@ def generate(out_dir: str | Path, events: int = 100_000, seed: int = 1,
                 files[fmt] = write_chunks(out, rows, events, fmt, chunk_rows, progress=bar)
     (out / "toy.json").write_text(json.dumps({
         "analysis": "higgs-uci", "generator": __name__, "seed": seed, "events": events,
-        "test_rows": test_rows(events), "scale_gev": SCALE_GEV, "files": files}, indent=2))
+        "test_rows": uci_test_rows(events), "scale_gev": SCALE_GEV, "files": files}, indent=2))
     log.info("wrote %d toy rows to %s", events, out)
     return out
