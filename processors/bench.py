@@ -1,18 +1,24 @@
-"""``hepsieve bench``: events/s of the processor per executor, side by side with a floor loop.
+"""``hepsieve bench``: events/s of the processor per executor, side by side with floor loops.
 
-The floor is the same analysis code (selection, weights, features, ONNX, hist fill)
-driven by a bare ``uproot.iterate`` loop in one process: what is left when coffea's
-chunking, pickling and merging are taken away.
+The floor is the same analysis code (selection, weights, features, ONNX, hist fill) driven
+by a bare ``uproot.iterate`` loop: what is left when coffea's chunking, pickling and merging
+are taken away; run in 1 process and in N processes (files split between them). Where the
+analysis names a text baseline (UCI HIGGS), the notebook approach is timed too:
+``pandas.read_csv`` of the text + model predict + ``np.histogram`` on the first rows,
+extrapolated to the whole file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import uproot
 from coffea.processor import accumulate
 
@@ -25,57 +31,123 @@ from hepsieve.processors.runner import RunConfig, run, versions
 log = logging.getLogger(__name__)
 
 
-def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chunksize: int,
-               model_names: list[str] | None = None) -> dict:
-    """Run the analysis with uproot.iterate + the processor's chunk function; return timing."""
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _floor_items(analysis_name: str, data_dir: Path) -> list[tuple]:
     analysis = get_analysis(analysis_name)
-    spec = load_fileset_spec(analysis_name)
-    resolved = resolve_fileset(spec, data_dir, analysis.required_branches)
+    resolved = resolve_fileset(load_fileset_spec(analysis_name), data_dir, analysis.required_branches)
+    return [(dataset, path, tree, entry["metadata"]) for dataset, entry in resolved.fileset.items()
+            for path, tree in entry["files"].items()]
+
+
+def _floor_run(analysis_name: str, items: list[tuple], models_dir: Path | None, chunksize: int,
+               model_names: list[str] | None) -> dict:
+    """Process ``items`` with uproot.iterate + the processor's chunk function (one process)."""
+    analysis = get_analysis(analysis_name)
     scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1,
                            names=model_names)
     proc = AnalysisProcessor(analysis, scorers)
     start, out, n = time.perf_counter(), None, 0
-    for dataset, entry in resolved.fileset.items():
-        for path, tree in entry["files"].items():
-            for events in uproot.iterate(f"{path}:{tree}", analysis.required_branches,
-                                         step_size=chunksize, library="ak"):
-                meta = {"dataset": dataset, "filename": path, "entrystart": n, "entrystop": n,
-                        "fileuuid": "", **entry["metadata"]}
-                out = accumulate([proc.process_chunk(events, meta)], out)
-                n += len(events)
-    elapsed = time.perf_counter() - start
-    return {"events": n, "wall_s": elapsed, "events_per_s": n / elapsed}
+    for dataset, path, tree, meta in items:
+        for events in uproot.iterate(f"{path}:{tree}", analysis.required_branches,
+                                     step_size=chunksize, library="ak"):
+            chunk_meta = {"dataset": dataset, "filename": path, "entrystart": n, "entrystop": n,
+                          "fileuuid": "", **meta}
+            out = accumulate([proc.process_chunk(events, chunk_meta)], out)
+            n += len(events)
+    return {"events": n, "wall_s": time.perf_counter() - start, "max_rss_mb": _max_rss_mb()}
+
+
+def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chunksize: int,
+               model_names: list[str] | None = None, processes: int = 1) -> dict:
+    """Time the floor loop in ``processes`` processes (files dealt round-robin by size)."""
+    items = sorted(_floor_items(analysis_name, data_dir), key=lambda i: -Path(i[1]).stat().st_size)
+    if processes == 1:
+        r = _floor_run(analysis_name, items, models_dir, chunksize, model_names)
+        return r | {"events_per_s": r["events"] / r["wall_s"], "worker_max_rss_mb": [r["max_rss_mb"]]}
+    shares = [items[i::processes] for i in range(processes)]
+    start = time.perf_counter()
+    # spawn: the parent already holds onnxruntime thread pools, which fork would copy
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_floor_run, [analysis_name] * processes, shares,
+                              [models_dir] * processes, [chunksize] * processes,
+                              [model_names] * processes))
+    wall = time.perf_counter() - start
+    n = sum(p["events"] for p in parts)
+    return {"events": n, "wall_s": wall, "events_per_s": n / wall,
+            "worker_max_rss_mb": [p["max_rss_mb"] for p in parts]}
+
+
+def text_baseline(analysis_name: str, data_dir: Path, models_dir: Path | None,
+                  model_names: list[str] | None, rows: int = 1_000_000) -> dict | None:
+    """Time pandas.read_csv + predict + np.histogram on ``rows`` rows; extrapolate to the file."""
+    analysis = get_analysis(analysis_name)
+    baseline = analysis.meta.get("text_baseline")
+    if not baseline or not (Path(data_dir) / baseline["file"]).is_file():
+        return None
+    import pandas as pd
+
+    from hepsieve.datasets.converters import count_lines
+
+    path = Path(data_dir) / baseline["file"]
+    scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1,
+                           names=model_names)
+    start = time.perf_counter()
+    frame = pd.read_csv(path, header=None, names=list(baseline["columns"]), nrows=rows)
+    for scorer in scorers:
+        x = frame[list(scorer.feature_names)].to_numpy(np.float32)
+        score = scorer.predict_fold(0, x)
+        np.histogram(score[frame["label"].to_numpy() == 1], bins=analysis.score_bins, range=(0, 1))
+    wall = time.perf_counter() - start
+    n_file = count_lines(path)
+    return {"events": len(frame), "wall_s": wall, "events_per_s": len(frame) / wall,
+            "extrapolated_wall_s": wall * n_file / len(frame), "file_rows": n_file}
 
 
 def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str], workers: int,
           chunksize: int, models_dir: Path | None = None, model_names: list[str] | None = None) -> dict:
-    """Time the floor and each executor (1 and ``workers`` workers); print and save a table."""
+    """Time the floors, each executor (1 and ``workers`` workers) and the text baseline."""
     out_dir = Path(out_dir)
     rows: dict[str, dict] = {"floor: uproot.iterate + onnxruntime + hist, 1 process":
                              floor_loop(analysis_name, data_dir, models_dir, chunksize, model_names)}
+    if workers > 1:
+        rows[f"floor: same loop, {workers} processes"] = floor_loop(
+            analysis_name, data_dir, models_dir, chunksize, model_names, processes=workers)
     for executor in executors:
         for n in ([1] if executor == "iterative" else sorted({1, workers})):
             config = RunConfig(analysis_name, data_dir, out_dir / f"{executor}_{n}",
-                               models_dir=models_dir, models=model_names, executor=executor, workers=n,
-                               chunksize=chunksize, progress=False)
+                               models_dir=models_dir, models=model_names, executor=executor,
+                               workers=n, chunksize=chunksize, progress=False)
             prov = run(config).provenance
             rows[f"hepsieve {executor}, {n} worker(s)"] = {
                 "events": prov["events"], "wall_s": prov["wall_s"],
-                "events_per_s": prov["events_per_s"]}
+                "events_per_s": prov["events_per_s"],
+                "worker_max_rss_mb": prov.get("worker_max_rss_mb")}
+    text = text_baseline(analysis_name, data_dir, models_dir, model_names)
+    if text:
+        rows[f"pandas.read_csv + predict, {text['events']} rows (extrapolated: "
+             f"{text['extrapolated_wall_s']:.0f} s for {text['file_rows']})"] = text
+    try:
+        import ROOT  # noqa: F401
+        rdf_note = "ROOT is importable, but the RDataFrame comparison is not implemented yet"
+    except ImportError:
+        rdf_note = "ROOT (PyROOT) is not importable here: RDataFrame comparison skipped"
     floor = next(iter(rows.values()))["events_per_s"]
     print(f"\nmodels: {', '.join(model_names) if model_names else 'all'}; chunksize {chunksize}")
-    print(f"{'configuration':<58s} {'events':>10s} {'wall [s]':>9s} {'events/s':>12s} {'/floor':>7s}")
+    print(f"{'configuration':<70s} {'events':>10s} {'wall [s]':>9s} {'events/s':>12s} {'/floor':>7s}"
+          f" {'peak RSS/worker [MB]':>21s}")
     for name, r in rows.items():
         r["ratio_to_floor"] = r["events_per_s"] / floor
-        print(f"{name:<58s} {r['events']:>10d} {r['wall_s']:>9.2f} {r['events_per_s']:>12.0f} "
-              f"{r['ratio_to_floor']:>7.2f}")
-    rss = {"self_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "children_max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-    print(f"peak RSS: main process {rss['self_max_rss_mb']:.0f} MB, "
-          f"largest child process {rss['children_max_rss_mb']:.0f} MB")
+        rss = r.get("worker_max_rss_mb")
+        rss_text = "/".join(f"{v:.0f}" for v in rss) if rss else "-"
+        print(f"{name:<70s} {r['events']:>10d} {r['wall_s']:>9.2f} {r['events_per_s']:>12.0f} "
+              f"{r['ratio_to_floor']:>7.2f} {rss_text:>21s}")
+    print(rdf_note)
     report = {"analysis": analysis_name, "data_dir": str(data_dir), "chunksize": chunksize,
-              "models": model_names or "all",
-              "results": rows, "rss": rss, "versions": versions()}
+              "models": model_names or "all", "results": rows, "rdataframe": rdf_note,
+              "versions": versions()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1))
     return report

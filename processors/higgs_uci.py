@@ -14,7 +14,7 @@ import awkward as ak
 import hist
 import numpy as np
 
-from hepsieve.datasets.toys.higgs_uci import HIGH_LEVEL, LOW_LEVEL
+from hepsieve.datasets.toys.higgs_uci import COLUMNS, HIGH_LEVEL, LOW_LEVEL
 from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec
 
 
@@ -76,5 +76,6 @@ ANALYSIS = Analysis(
     labels=labels,
     score_bins=1000,
     # training uses the first 1M exported events and never the UCI test split
-    meta={"energy_tev": 8, "train_max_events": 1_000_000, "holdout_datasets": ("test",)},
+    meta={"energy_tev": 8, "train_max_events": 1_000_000, "holdout_datasets": ("test",),
+          "text_baseline": {"file": "HIGGS.csv.gz", "columns": COLUMNS}},
 )

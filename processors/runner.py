@@ -98,6 +98,18 @@ def make_executor(name: str, workers: int, scheduler: str | None, progress: bool
         raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
 
 
+def _max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker_max_rss_mb(executor) -> list[float] | None:
+    """Peak RSS [MB] of each dask worker process (None for other executors)."""
+    client = getattr(executor, "client", None)
+    return sorted(client.run(_max_rss_mb).values()) if client is not None else None
+
+
 def _fileset_hash(resolved: ResolvedFileset) -> str:
     desc = {ds: {f: os.stat(f).st_size for f in spec["files"]} for ds, spec in resolved.fileset.items()}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
@@ -158,6 +170,7 @@ def run(config: RunConfig) -> RunResult:
         except Exception as err:
             raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
         elapsed = time.perf_counter() - start - startup
+        worker_rss = _worker_max_rss_mb(ex)
 
     cutflow = output.get("cutflow", {})
     accounting = check_accounting(cutflow, resolved, complete=config.maxchunks is None)
@@ -173,6 +186,7 @@ def run(config: RunConfig) -> RunResult:
         "models": {s.name: {"card": str(s.card.path), "feature_set": s.feature_set,
                             "onnx_sha256": s.hashes} for s in scorers},
         "score_cut": proc.score_cut, "events": n_events, "executor_start_s": startup, "wall_s": elapsed,
+        "worker_max_rss_mb": worker_rss,
         "events_per_s": n_events / elapsed if elapsed > 0 else None,
         "versions": versions(), "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
