@@ -10,6 +10,7 @@ import numpy as np
 
 from hepsieve.processors.analysis import Analysis, get_analysis
 from hepsieve.processors.errors import ConfigurationError
+from hepsieve.processors.metrics import roc_from_counts
 from hepsieve.processors.outputs import load_histograms
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,33 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             fig.savefig(path, dpi=90, bbox_inches="tight")
             plt.close(fig)
             written.append(path)
+    if {"signal", "background"} <= set(analysis.categories):
+        written += _roc_plots(plt, analysis, hists, out, prov.get("is_toy", False))
     log.info("wrote %d plots to %s", len(written), out)
+    return written
+
+
+def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) -> list[Path]:
+    """One ROC plot per dataset from the merged score histograms (all models)."""
+    written = []
+    datasets = next((list(h.axes["dataset"]) for n, h in hists.items() if n.startswith("score_")), [])
+    for dataset in datasets:
+        fig, ax = plt.subplots(figsize=(9, 8))
+        for name, h in hists.items():
+            if name.startswith("score_"):
+                fpr, tpr, auc = roc_from_counts(
+                    h[{"dataset": dataset, "category": "signal"}].values(flow=True),
+                    h[{"dataset": dataset, "category": "background"}].values(flow=True))
+                ax.plot(fpr, tpr, label=f"{name.removeprefix('score_')} (AUC = {auc:.4f})")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_xlabel("Background efficiency")
+        ax.set_ylabel("Signal efficiency")
+        ax.legend(title=f"{dataset}, from the score histograms", loc="lower right", fontsize="small")
+        experiment_label(ax, analysis, is_toy)
+        path = out / f"roc_{dataset}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
     return written
 
 

@@ -37,6 +37,10 @@ def test_auc_from_histograms_agrees_with_unbinned(higgs_toy_dir, higgs_models, t
         binned = result.provenance["auc_from_histograms"][name]["test"]
         assert binned == pytest.approx(unbinned, abs=1e-3)
         assert unbinned > 0.7  # a small model, but it has learned
+    from hepsieve.processors.plots import plot_run
+
+    plot_run(tmp_path)
+    assert (tmp_path / "plots" / "roc_test.png").stat().st_size > 10_000
 
 
 def test_training_holds_out_the_test_split(higgs_models):
