@@ -44,10 +44,9 @@ class AnalysisProcessor(processor.ProcessorABC):
     ``mode="histograms"``: fill the analysis histograms, one score histogram per model
     and the cut histogram after that model's score cut (one value for all models or a
     ``{model: cut}`` mapping; default: the analysis' ``score_cut``).
-    ``mode="features"``: also write the
-    selected, scored-category events' features to Parquet under ``features_dir``
-    (one file per chunk, named by file and entry range, so a retried chunk overwrites
-    rather than duplicates).
+    ``mode="features"``: also write the selected, scored-category events' features to
+    Parquet under ``features_dir`` (one file per chunk, named by file and entry range, so
+    a retried chunk overwrites rather than duplicates).
     """
 
     def __init__(self, analysis: Analysis, scorers: Sequence = (), mode: str = "histograms",
@@ -58,8 +57,7 @@ class AnalysisProcessor(processor.ProcessorABC):
         self.mode = mode
         self.features_dir = None if features_dir is None else str(features_dir)
         if not isinstance(score_cut, Mapping):
-            score_cut = {s.name: analysis.score_cut if score_cut is None else score_cut
-                         for s in self.scorers}
+            score_cut = {s.name: score_cut for s in self.scorers if score_cut is not None}
         self.score_cut = {s.name: score_cut.get(s.name, analysis.score_cut) for s in self.scorers}
 
     def process(self, events: ak.Array) -> dict:
@@ -93,8 +91,9 @@ class AnalysisProcessor(processor.ProcessorABC):
                           "excluded from scoring and from the feature export", HepsieveWarning,
                           stacklevel=2)
         scored_idx = np.flatnonzero(scored)[finite]
-        cutflow.add(f"{'+'.join(a.scored_categories)}: finite features",
-                    np.isin(np.arange(len(w)), scored_idx), w)
+        scored_mask = np.zeros(len(w), dtype=bool)
+        scored_mask[scored_idx] = True
+        cutflow.add(f"{'+'.join(a.scored_categories)}: finite features", scored_mask, w)
 
         out = {"histograms": self._fill(dataset, selected, w, category, columns, finite, scored_idx)}
         out |= cutflow.as_output()
