@@ -38,6 +38,7 @@ def _ml_tools_helper():
 numpy_call_wrapper = _ml_tools_helper().numpy_call_wrapper
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).parent
+MAX_BATCH = 65_536  # rows per onnxruntime call
 # (sha256, threads) -> session; lives as long as the worker process, so a worker
 # builds each session once however many chunks (and processor copies) it sees.
 _SESSIONS: dict[tuple[str, int], ort.InferenceSession] = {}
@@ -142,13 +143,20 @@ class OnnxScorer(numpy_call_wrapper):
         return _SESSIONS[key]
 
     def predict_fold(self, fold: int, features: np.ndarray) -> np.ndarray:
-        """Return P(signal) of fold model ``fold`` for every row of ``features``."""
-        if len(features) == 0:
-            return np.zeros(0, dtype=np.float32)
+        """Return P(signal) of fold model ``fold`` for every row of ``features``.
+
+        Rows go to onnxruntime in slices of ``MAX_BATCH``: large enough that the per-call
+        overhead vanishes, small enough that the activations of a 500k-event chunk do not
+        add hundreds of MB to a worker's peak memory.
+        """
+        out = np.empty(len(features), dtype=np.float32)
         sess = self.session(fold)
-        out = sess.run([self.output_name], {sess.get_inputs()[0].name: features})[0]
-        out = out[:, self.output_column] if self.output_column is not None else out
-        return np.asarray(out, dtype=np.float32).reshape(len(features))
+        name = sess.get_inputs()[0].name
+        for start in range(0, len(features), MAX_BATCH):
+            part = sess.run([self.output_name], {name: features[start:start + MAX_BATCH]})[0]
+            part = part[:, self.output_column] if self.output_column is not None else part
+            out[start:start + MAX_BATCH] = part.reshape(-1)
+        return out
 
     def score(self, features: np.ndarray, event: np.ndarray) -> np.ndarray:
         """Return P(signal) per row, each row scored by the model of fold ``event % k``."""

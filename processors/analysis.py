@@ -29,16 +29,21 @@ class FeatureSpec:
     units: tuple[str, ...] = ()
 
     def columns(self, events: ak.Array) -> dict[str, np.ndarray]:
-        """Return each feature as a float64 numpy array, in ``names`` order."""
+        """Return each feature as a numpy array (its own dtype, no copy), in ``names`` order."""
         cols = self.compute(events)
-        return {n: np.asarray(ak.to_numpy(cols[n]), dtype=np.float64) for n in self.names}
+        return {n: ak.to_numpy(cols[n]) for n in self.names}
 
-    def matrix(self, events: ak.Array) -> np.ndarray:
-        """Return a C-contiguous float32 ``(n_events, n_features)`` array."""
-        cols = self.compute(events)
-        out = np.empty((len(events), len(self.names)), dtype=np.float32)
+    def matrix(self, columns: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)
+               ) -> np.ndarray:
+        """Return the C-contiguous float32 ``(n_events, n_features)`` model input.
+
+        ``columns`` as from :meth:`columns` (several specs may share them); ``rows`` selects
+        events. Filled column by column: no float64 intermediate of the whole matrix.
+        """
+        first = columns[self.names[0]][rows]
+        out = np.empty((len(first), len(self.names)), dtype=np.float32)
         for i, n in enumerate(self.names):
-            out[:, i] = ak.to_numpy(cols[n])
+            out[:, i] = columns[n][rows]
         return out
 
 

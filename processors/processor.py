@@ -73,7 +73,8 @@ class AnalysisProcessor(processor.ProcessorABC):
         for step, passed in a.selection(events).items():
             mask &= passed
             cutflow.add(step, mask)
-        selected, w = events[mask], weights[mask]
+        # an all-true mask would copy every column of a large chunk for nothing
+        selected, w = (events, weights) if mask.all() else (events[mask], weights[mask])
         if a.derive is not None:
             selected = a.derive(selected)
         category = a.categorize(selected)
@@ -81,7 +82,7 @@ class AnalysisProcessor(processor.ProcessorABC):
             cutflow.add(f"category {cat}", category == cat, w)
 
         scored = np.isin(category, a.scored_categories)
-        columns = self._feature_columns(selected[scored])
+        columns = self._feature_columns(selected if scored.all() else selected[scored])
         finite = np.logical_and.reduce([np.isfinite(c) for c in columns.values()]) \
             if columns else np.ones(np.count_nonzero(scored), dtype=bool)
         n_bad = int(np.count_nonzero(~finite))
@@ -129,9 +130,7 @@ class AnalysisProcessor(processor.ProcessorABC):
         cut_spec = a.histogram(a.cut_histogram)
         cut_value = ak.to_numpy(cut_spec.value(selected))[scored_idx]
         for scorer in self.scorers:
-            names = a.feature_spec(scorer.feature_set).names
-            matrix = np.ascontiguousarray(
-                np.column_stack([columns[n][finite] for n in names]), dtype=np.float32)
+            matrix = a.feature_spec(scorer.feature_set).matrix(columns, finite)
             score = scorer.score(matrix, event_id)
             hists[f"score_{scorer.name}"].fill(dataset=dataset, category=category[scored_idx],
                                                score=score, weight=w[scored_idx])

@@ -27,7 +27,26 @@ def make_classifier(kind: str, seed: int, **hyper) -> ClassifierMixin:
 def fit_forest(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, kind: str = "rf",
                **hyper) -> ClassifierMixin:
     """Return the classifier fitted with per-event weights (trees need no input scaling)."""
-    return make_classifier(kind, seed, **hyper).fit(x, y, sample_weight=w)
+    clf = make_classifier(kind, seed, **hyper).fit(x, y, sample_weight=w)
+    if isinstance(clf, HistGradientBoostingClassifier):
+        _float32_thresholds(clf)
+    return clf
+
+
+def _float32_thresholds(clf: HistGradientBoostingClassifier) -> None:
+    """Round split thresholds down to float32 values, in place.
+
+    The trees compare float32 inputs with float64 thresholds; ONNX stores float32 ones, so
+    an input between the two roundings would take another branch. With no float32 value in
+    (round_down(t), t], ``x <= t`` and ``x <= round_down(t)`` agree for every float32 ``x``:
+    the native predictions do not change and the ONNX export matches them exactly.
+    """
+    for trees in clf._predictors:  # noqa: SLF001 (no public access to the fitted nodes)
+        for tree in trees:
+            t = tree.nodes["num_threshold"]
+            t32 = t.astype(np.float32)
+            t32 = np.where(t32.astype(np.float64) > t, np.nextafter(t32, np.float32(-np.inf)), t32)
+            tree.nodes["num_threshold"] = t32.astype(np.float64)
 
 
 def predict_forest(clf: ClassifierMixin, x: np.ndarray) -> np.ndarray:

@@ -103,3 +103,18 @@ def test_ams_formula_and_scan():
     scan = ams_scan(y, score, np.full(100, 2.0))
     assert 0.69 <= scan["working_point"] <= 0.71  # above it: signal only
     assert scan["best_ams"] == pytest.approx(max(scan["ams"]))
+
+
+def test_hgb_thresholds_made_float32_exact_without_changing_predictions():
+    import onnxruntime as ort
+
+    from hepsieve.training.forest import fit_forest, forest_to_onnx, make_classifier, predict_forest
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(100_000, 4)) * np.array([1, 100, 1e3, 0.01])).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] / 100 + rng.normal(size=len(x)) > 0).astype(int)
+    raw = make_classifier("hgb", 1, max_iter=40).fit(x, y)
+    clf = fit_forest(x, y, np.ones(len(y)), 1, "hgb", max_iter=40)
+    np.testing.assert_array_equal(clf.predict_proba(x), raw.predict_proba(x))
+    onnx_scores = ort.InferenceSession(forest_to_onnx(clf, 4)).run(["probabilities"], {"features": x})[0]
+    assert np.max(np.abs(onnx_scores[:, 1] - predict_forest(clf, x))) < 1e-6
