@@ -81,15 +81,15 @@ def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chun
 
 
 def text_baseline(analysis_name: str, data_dir: Path, models_dir: Path | None,
-                  model_names: list[str] | None, rows: int = 1_000_000) -> dict | None:
-    """Time pandas.read_csv + predict + np.histogram on ``rows`` rows; extrapolate to the file."""
+                  model_names: list[str] | None, total_events: int,
+                  rows: int = 1_000_000) -> dict | None:
+    """Time pandas.read_csv + predict + np.histogram on ``rows`` rows; extrapolate to
+    ``total_events`` (the events of the benchmark's files)."""
     analysis = get_analysis(analysis_name)
     baseline = analysis.meta.get("text_baseline")
     if not baseline or not (Path(data_dir) / baseline["file"]).is_file():
         return None
     import pandas as pd
-
-    from hepsieve.datasets.converters import count_lines
 
     path = Path(data_dir) / baseline["file"]
     scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1,
@@ -101,9 +101,8 @@ def text_baseline(analysis_name: str, data_dir: Path, models_dir: Path | None,
         score = scorer.predict_fold(0, x)
         np.histogram(score[frame["label"].to_numpy() == 1], bins=analysis.score_bins, range=(0, 1))
     wall = time.perf_counter() - start
-    n_file = count_lines(path)
     return {"events": len(frame), "wall_s": wall, "events_per_s": len(frame) / wall,
-            "extrapolated_wall_s": wall * n_file / len(frame), "file_rows": n_file}
+            "extrapolated_wall_s": wall * total_events / len(frame), "extrapolated_to": total_events}
 
 
 def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str], workers: int,
@@ -125,10 +124,11 @@ def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str
                 "events": prov["events"], "wall_s": prov["wall_s"],
                 "events_per_s": prov["events_per_s"],
                 "worker_max_rss_mb": prov.get("worker_max_rss_mb")}
-    text = text_baseline(analysis_name, data_dir, models_dir, model_names)
+    floor_events = next(iter(rows.values()))["events"]
+    text = text_baseline(analysis_name, data_dir, models_dir, model_names, floor_events)
     if text:
         rows[f"pandas.read_csv + predict, {text['events']} rows (extrapolated: "
-             f"{text['extrapolated_wall_s']:.0f} s for {text['file_rows']})"] = text
+             f"{text['extrapolated_wall_s']:.0f} s for {floor_events})"] = text
     try:
         import ROOT  # noqa: F401
         rdf_note = "ROOT is importable, but the RDataFrame comparison is not implemented yet"
