@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # distributed logs every worker start/stop (and tracebacks of connections closed at
+    # shutdown) at INFO: keep that for -v
+    logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         COMMANDS[args.command](args)
     except HepsieveError as err:
