@@ -47,6 +47,11 @@ class FeatureSpec:
         return out
 
 
+def regular_axis(bins: int, start: float, stop: float, name: str, label: str) -> hist.axis.Regular:
+    """Return a named regular axis (the physics axis of a :class:`HistogramSpec`)."""
+    return hist.axis.Regular(bins, start, stop, name=name, label=label)
+
+
 @dataclass(frozen=True)
 class HistogramSpec:
     """One physics histogram: its axis and the quantity filled from selected events."""

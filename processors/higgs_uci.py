@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import awkward as ak
-import hist
 import numpy as np
 
 from hepsieve.datasets.toys.higgs_uci import COLUMNS, HIGH_LEVEL, LOW_LEVEL
-from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec
+from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec, regular_axis
 
 
 def weights(events: ak.Array, meta: Mapping) -> np.ndarray:
@@ -42,10 +41,6 @@ def _columns(events: ak.Array) -> dict[str, ak.Array]:
     return {name: events[name] for name in (*LOW_LEVEL, *HIGH_LEVEL)}
 
 
-def _reg(name: str, label: str) -> hist.axis.Regular:
-    return hist.axis.Regular(60, 0, 3, name=name, label=label)
-
-
 ANALYSIS = Analysis(
     name="higgs-uci",
     title="UCI HIGGS",
@@ -66,8 +61,8 @@ ANALYSIS = Analysis(
     },
     default_features="all",
     histograms=(
-        HistogramSpec("m_bb", _reg("m_bb", r"$m_{bb}$ (scaled)"), lambda e: e.m_bb),
-        HistogramSpec("m_wwbb", _reg("m_wwbb", r"$m_{WWbb}$ (scaled)"), lambda e: e.m_wwbb),
+        HistogramSpec("m_bb", regular_axis(60, 0, 3, "m_bb", r"$m_{bb}$ (scaled)"), lambda e: e.m_bb),
+        HistogramSpec("m_wwbb", regular_axis(60, 0, 3, "m_wwbb", r"$m_{WWbb}$ (scaled)"), lambda e: e.m_wwbb),
     ),
     cut_histogram="m_bb",
     score_cut=0.5,

@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import awkward as ak
-import hist
 import numpy as np
 import vector
 
-from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec
+from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec, regular_axis
 from hepsieve.processors.fourlepton import z_pairing
 
 MEV = 1000.0
@@ -143,10 +142,6 @@ def _columns(derived: ak.Array) -> dict[str, ak.Array]:
     return {f: derived[f] for f in (*KINEMATIC, "m4l")}
 
 
-def _reg(bins: int, lo: float, hi: float, name: str, label: str) -> hist.axis.Regular:
-    return hist.axis.Regular(bins, lo, hi, name=name, label=label)
-
-
 ANALYSIS = Analysis(
     name="atlas-hzz4l",
     title="ATLAS H→ZZ*→4ℓ",
@@ -170,10 +165,12 @@ ANALYSIS = Analysis(
     },
     default_features="kinematic",
     histograms=(
-        HistogramSpec("m4l", _reg(34, 80, 250, "m4l", r"$m_{4\ell}$ [GeV]"), lambda e: e.m4l),
-        HistogramSpec("z1_mass", _reg(30, 30, 120, "z1_mass", r"$m_{Z_1}$ [GeV]"), lambda e: e.z1_mass),
-        HistogramSpec("z2_mass", _reg(30, 0, 120, "z2_mass", r"$m_{Z_2}$ [GeV]"), lambda e: e.z2_mass),
-        HistogramSpec("pt4l", _reg(30, 0, 300, "pt4l", r"$p_T^{4\ell}$ [GeV]"), lambda e: e.pt4l),
+        HistogramSpec("m4l", regular_axis(34, 80, 250, "m4l", r"$m_{4\ell}$ [GeV]"), lambda e: e.m4l),
+        HistogramSpec("z1_mass", regular_axis(30, 30, 120, "z1_mass", r"$m_{Z_1}$ [GeV]"),
+                      lambda e: e.z1_mass),
+        HistogramSpec("z2_mass", regular_axis(30, 0, 120, "z2_mass", r"$m_{Z_2}$ [GeV]"),
+                      lambda e: e.z2_mass),
+        HistogramSpec("pt4l", regular_axis(30, 0, 300, "pt4l", r"$p_T^{4\ell}$ [GeV]"), lambda e: e.pt4l),
     ),
     cut_histogram="m4l",
     score_cut=0.6,

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import awkward as ak
-import hist
 import numpy as np
 
-from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec
+from hepsieve.processors.analysis import Analysis, FeatureSpec, HistogramSpec, regular_axis
 
 UNDEFINED = -999.0
 LEPTON_BRANCHES = tuple(f"f_lept{i}_{v}" for i in range(1, 5) for v in ("pt", "eta", "phi"))
@@ -61,10 +60,6 @@ def _columns(events: ak.Array) -> dict[str, ak.Array]:
     return {name: events[name] for name in (*HIGH_LEVEL, *LEPTON_BRANCHES, *JET_BRANCHES)}
 
 
-def _reg(bins: int, lo: float, hi: float, name: str, label: str) -> hist.axis.Regular:
-    return hist.axis.Regular(bins, lo, hi, name=name, label=label)
-
-
 ANALYSIS = Analysis(
     name="cms-hzz4l",
     title="CMS VBF H→ZZ→4ℓ",
@@ -85,13 +80,15 @@ ANALYSIS = Analysis(
     },
     default_features="high-level",
     histograms=(
-        HistogramSpec("m4l", _reg(66, 70, 400, "m4l", r"$m_{4\ell}$ [GeV]"), lambda e: e.f_mass4l),
-        HistogramSpec("mjj", _reg(40, 0, 2000, "mjj", r"$m_{jj}$ [GeV]"), lambda e: e.f_massjj,
+        HistogramSpec("m4l", regular_axis(66, 70, 400, "m4l", r"$m_{4\ell}$ [GeV]"), lambda e: e.f_mass4l),
+        HistogramSpec("mjj", regular_axis(40, 0, 2000, "mjj", r"$m_{jj}$ [GeV]"), lambda e: e.f_massjj,
                       categories=("vbf",)),
-        HistogramSpec("delta_eta_jj", _reg(36, 0, 9, "delta_eta_jj", r"$|\Delta\eta_{jj}|$"),
+        HistogramSpec("delta_eta_jj", regular_axis(36, 0, 9, "delta_eta_jj", r"$|\Delta\eta_{jj}|$"),
                       lambda e: e.f_deltajj, categories=("vbf",)),
-        HistogramSpec("z1_mass", _reg(40, 40, 120, "z1_mass", r"$m_{Z_1}$ [GeV]"), lambda e: e.f_Z1mass),
-        HistogramSpec("z2_mass", _reg(36, 12, 120, "z2_mass", r"$m_{Z_2}$ [GeV]"), lambda e: e.f_Z2mass),
+        HistogramSpec("z1_mass", regular_axis(40, 40, 120, "z1_mass", r"$m_{Z_1}$ [GeV]"),
+                      lambda e: e.f_Z1mass),
+        HistogramSpec("z2_mass", regular_axis(36, 12, 120, "z2_mass", r"$m_{Z_2}$ [GeV]"),
+                      lambda e: e.f_Z2mass),
     ),
     cut_histogram="m4l",
     score_cut=0.6,
