@@ -158,25 +158,22 @@ def generate_rows(rng: np.random.Generator, n_rows: int, batch: int = 250_000):
         yield cols
 
 
-def _chunk_writer(out: Path, fmt: str, name: str):
+def _write_chunk(out: Path, fmt: str, name: str, cols: dict[str, np.ndarray]) -> None:
     if fmt == "root":
-        def write(cols, first):
-            with uproot.recreate(out / f"{name}.root", compression=uproot.LZ4(1)) as fout:
-                fout[TREE] = cols
+        with uproot.recreate(out / f"{name}.root", compression=uproot.LZ4(1)) as fout:
+            fout[TREE] = cols
     else:
-        def write(cols, first):
-            pq.write_table(pa.table(cols), out / f"{name}.parquet")
-    return write
+        pq.write_table(pa.table(cols), out / f"{name}.parquet")
 
 
 def write_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000_000,
-                 start_row: int = 0, progress: ProgressWriter | None = None) -> list[str]:
+                 progress: ProgressWriter | None = None) -> list[str]:
     """Write UCI-column batches to ``HIGGS_{train,test}_<i>`` chunk files; return their names.
 
     Values are stored as float32 (label as float32 0/1 like UCI), ``event`` as int64 row number.
     """
     n_test = uci_test_rows(n_rows)
-    names, buffer, buffered, row = [], {}, 0, start_row
+    names, buffer, buffered, row = [], {}, 0, 0
     counters = {"train": 0, "test": 0}
 
     def flush(split):
@@ -186,7 +183,7 @@ def write_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000
         cols = {k: np.concatenate(v) for k, v in buffer.items()}
         name = f"HIGGS_{split}_{counters[split]:03d}"
         counters[split] += 1
-        _chunk_writer(out, fmt, name)(cols, True)
+        _write_chunk(out, fmt, name, cols)
         names.append(f"{name}.{fmt}")
         buffer, buffered = {}, 0
 
