@@ -130,6 +130,13 @@ def evaluate(analysis_name: str, features_dir: str | Path, models_dir: str | Pat
     return summary
 
 
+def _save(plt, fig, ax, analysis: Analysis, is_toy: bool, path: Path) -> None:
+    """Label, write and close one evaluation figure."""
+    experiment_label(ax, analysis, is_toy)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _plot_roc(analysis: Analysis, curves: dict, out: Path, is_toy: bool) -> None:
     plt = use_style(analysis)
     fig, ax = plt.subplots(figsize=(9, 8))
@@ -143,9 +150,7 @@ def _plot_roc(analysis: Analysis, curves: dict, out: Path, is_toy: bool) -> None
     ax.set_xlabel("Background efficiency (weighted)")
     ax.set_ylabel("Signal efficiency (weighted)")
     ax.legend(loc="lower right", fontsize="small")
-    experiment_label(ax, analysis, is_toy)
-    fig.savefig(out / "roc.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, ax, analysis, is_toy, out / "roc.png")
 
 
 def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, out: Path,
@@ -168,9 +173,7 @@ def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, o
     ax.set_xlabel(f"{name} score")
     ax.set_ylabel("Normalised events")
     ax.legend(fontsize="small")
-    experiment_label(ax, analysis, is_toy)
-    fig.savefig(out / f"scores_{name}.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, ax, analysis, is_toy, out / f"scores_{name}.png")
 
     cm = np.array(m["at_threshold"]["class_balanced"]["confusion_matrix"])
     cm = cm / cm.sum(axis=1, keepdims=True)
@@ -182,9 +185,7 @@ def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, o
     ax.set_yticks([0, 1], ["background", "signal"])
     ax.set_xlabel(f"predicted (score > {m['at_threshold']['threshold']})")
     ax.set_ylabel("true")
-    experiment_label(ax, analysis, is_toy)
-    fig.savefig(out / f"confusion_{name}.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, ax, analysis, is_toy, out / f"confusion_{name}.png")
 
     pe = m["purity_efficiency"]
     fig, ax = plt.subplots(figsize=(9, 8))
@@ -196,9 +197,7 @@ def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, o
     ax.set_xlabel(f"{name} score threshold")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize="small")
-    experiment_label(ax, analysis, is_toy)
-    fig.savefig(out / f"purity_efficiency_{name}.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, ax, analysis, is_toy, out / f"purity_efficiency_{name}.png")
 
     scan = m["ams"]
     fig, ax = plt.subplots(figsize=(9, 8))
@@ -208,9 +207,7 @@ def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, o
     ax.set_xlabel(f"{name} score threshold")
     ax.set_ylabel("AMS (weighted, full luminosity)")
     ax.legend(fontsize="small")
-    experiment_label(ax, analysis, is_toy)
-    fig.savefig(out / f"ams_{name}.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, ax, analysis, is_toy, out / f"ams_{name}.png")
 
     folds = [f for f in scorer.card.data["folds"] if f.get("history", {}).get("train_loss")]
     if folds:
@@ -223,6 +220,4 @@ def _plot_model(analysis: Analysis, scorer: OnnxScorer, m: dict, curve: tuple, o
         ax.set_xlabel("epoch")
         ax.set_ylabel("weighted BCE loss")
         ax.legend(fontsize="small")
-        experiment_label(ax, analysis, is_toy)
-        fig.savefig(out / f"loss_{name}.png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
+        _save(plt, fig, ax, analysis, is_toy, out / f"loss_{name}.png")
