@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "selection -> features -> ONNX classifiers -> weighted histograms and plots.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings only, no hepsieve progress bars (coffea 2026.9 still draws its own)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     names = list(ANALYSES)
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", nargs="+", choices=("root", "parquet", "csv"),
                    help="higgs-uci: output formats (default root; csv = HIGGS.csv.gz UCI text)")
 
-    p = sub.add_parser("convert", help="stream CSV(.gz) files to Parquet (one output file per input)")
+    p = sub.add_parser("convert", help="stream CSV(.gz) to Parquet, or the UCI HIGGS text to "
+                       "ROOT/Parquet chunks")
     p.add_argument("csv", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--event-id", default="eventNumber",
