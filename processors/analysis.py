@@ -101,10 +101,6 @@ class Analysis:
                 f"choose one of {sorted(self.features)}")
         return self.features[name]
 
-    def all_feature_names(self) -> tuple[str, ...]:
-        """Return the union of all feature sets' names, in first-seen order."""
-        return tuple(dict.fromkeys(n for spec in self.features.values() for n in spec.names))
-
     def histogram(self, name: str) -> HistogramSpec:
         """Return the histogram definition called ``name``."""
         return next(h for h in self.histograms if h.name == name)
