@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def _ml_tools_helper():
 numpy_call_wrapper = _ml_tools_helper().numpy_call_wrapper
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).parent
-MAX_BATCH = 65_536  # rows per onnxruntime call
+MAX_BATCH = 16_384  # rows per onnxruntime call: the input buffer (1.8 MB at 28 features) stays in cache
 # (sha256, threads) -> session; lives as long as the worker process, so a worker
 # builds each session once however many chunks (and processor copies) it sees.
 _SESSIONS: dict[tuple[str, int], ort.InferenceSession] = {}
@@ -143,29 +144,42 @@ class OnnxScorer(numpy_call_wrapper):
         return _SESSIONS[key]
 
     def predict_fold(self, fold: int, features: np.ndarray) -> np.ndarray:
-        """Return P(signal) of fold model ``fold`` for every row of ``features``.
-
-        Rows go to onnxruntime in slices of ``MAX_BATCH``: large enough that the per-call
-        overhead vanishes, small enough that the activations of a 500k-event chunk do not
-        add hundreds of MB to a worker's peak memory.
-        """
-        out = np.empty(len(features), dtype=np.float32)
-        sess = self.session(fold)
-        name = sess.get_inputs()[0].name
-        for start in range(0, len(features), MAX_BATCH):
-            part = sess.run([self.output_name], {name: features[start:start + MAX_BATCH]})[0]
-            part = part[:, self.output_column] if self.output_column is not None else part
-            out[start:start + MAX_BATCH] = part.reshape(-1)
-        return out
+        """Return P(signal) of fold model ``fold`` for every row of ``features``."""
+        return self.score_columns(list(features.T), np.full(len(features), fold))
 
     def score(self, features: np.ndarray, event: np.ndarray) -> np.ndarray:
-        """Return P(signal) per row, each row scored by the model of fold ``event % k``."""
-        features = np.ascontiguousarray(features, dtype=np.float32)
+        """Return P(signal) per row of the ``(n, n_features)`` matrix, each row scored by the
+        model of fold ``event % k``."""
+        return self.score_columns(list(np.asarray(features).T), event)
+
+    def score_columns(self, columns: Sequence[np.ndarray], event: np.ndarray) -> np.ndarray:
+        """Return P(signal) per event from one array per feature (card order), each event
+        scored by the model of fold ``event % k``.
+
+        No ``(n, n_features)`` matrix of the whole chunk is built: each fold's rows are
+        gathered, ``MAX_BATCH`` at a time, into one small float32 buffer that stays in cache
+        and is handed to onnxruntime. Measured on UCI HIGGS (500k events, 28 features) this
+        is faster than building the chunk matrix and keeps a worker's peak memory flat.
+        """
+        if len(columns) != len(self.feature_names):
+            raise ModelCardError(f"model {self.name}: {len(columns)} feature columns, card has "
+                                 f"{len(self.feature_names)}")
+        n = len(event)
         fold = np.asarray(event, dtype=np.int64) % self.k
-        out = np.empty(len(features), dtype=np.float32)
+        out = np.empty(n, dtype=np.float32)
+        buffer = np.empty((min(n, MAX_BATCH), len(columns)), dtype=np.float32)
         for i in range(self.k):
-            rows = fold == i
-            out[rows] = self.predict_fold(i, features[rows])
+            sess = self.session(i)
+            name = sess.get_inputs()[0].name
+            rows = np.flatnonzero(fold == i)
+            for start in range(0, len(rows), MAX_BATCH):
+                batch = rows[start:start + MAX_BATCH]
+                x = buffer[:len(batch)]
+                for j, column in enumerate(columns):
+                    x[:, j] = column[batch]
+                part = sess.run([self.output_name], {name: x})[0]
+                out[batch] = (part[:, self.output_column] if self.output_column is not None
+                              else part).reshape(-1)
         return out
 
     # coffea ml_tools interface -------------------------------------------------

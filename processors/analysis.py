@@ -33,19 +33,6 @@ class FeatureSpec:
         cols = self.compute(events)
         return {n: ak.to_numpy(cols[n]) for n in self.names}
 
-    def matrix(self, columns: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)
-               ) -> np.ndarray:
-        """Return the C-contiguous float32 ``(n_events, n_features)`` model input.
-
-        ``columns`` as from :meth:`columns` (several specs may share them); ``rows`` selects
-        events. Filled column by column: no float64 intermediate of the whole matrix.
-        """
-        first = columns[self.names[0]][rows]
-        out = np.empty((len(first), len(self.names)), dtype=np.float32)
-        for i, n in enumerate(self.names):
-            out[:, i] = columns[n][rows]
-        return out
-
 
 def regular_axis(bins: int, start: float, stop: float, name: str, label: str) -> hist.axis.Regular:
     """Return a named regular axis (the physics axis of a :class:`HistogramSpec`)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,14 +24,11 @@ from coffea.processor import accumulate
 from hepsieve.datasets.filesets import load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import default_models_dir, load_scorers
 from hepsieve.processors.analysis import get_analysis
+from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.processor import AnalysisProcessor
-from hepsieve.processors.runner import RunConfig, run, versions
+from hepsieve.processors.runner import RunConfig, peak_rss_mb, run, versions
 
 log = logging.getLogger(__name__)
-
-
-def _max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _floor_items(analysis_name: str, data_dir: Path) -> list[tuple]:
@@ -44,12 +40,13 @@ def _floor_items(analysis_name: str, data_dir: Path) -> list[tuple]:
 
 def _floor_run(analysis_name: str, items: list[tuple], models_dir: Path | None, chunksize: int,
                model_names: list[str] | None) -> dict:
-    """Process ``items`` with uproot.iterate + the processor's chunk function (one process)."""
+    """Process ``items`` with uproot.iterate + the processor's chunk function (one process);
+    ``start``/``stop`` (epoch seconds) bracket the loop, after imports and model loading."""
     analysis = get_analysis(analysis_name)
     scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1,
                            names=model_names)
     proc = AnalysisProcessor(analysis, scorers)
-    start, out, n = time.perf_counter(), None, 0
+    start, out, n = time.time(), None, 0
     for dataset, path, tree, meta in items:
         for events in uproot.iterate(f"{path}:{tree}", analysis.required_branches,
                                      step_size=chunksize, library="ak"):
@@ -57,26 +54,29 @@ def _floor_run(analysis_name: str, items: list[tuple], models_dir: Path | None, 
                           "fileuuid": "", **meta}
             out = accumulate([proc.process_chunk(events, chunk_meta)], out)
             n += len(events)
-    return {"events": n, "wall_s": time.perf_counter() - start, "max_rss_mb": _max_rss_mb()}
+    return {"events": n, "start": start, "stop": time.time(), "max_rss_mb": peak_rss_mb()}
 
 
 def floor_loop(analysis_name: str, data_dir: Path, models_dir: Path | None, chunksize: int,
                model_names: list[str] | None = None, processes: int = 1) -> dict:
-    """Time the floor loop in ``processes`` processes (files dealt round-robin by size)."""
+    """Time the floor loop in ``processes`` processes (files dealt round-robin by size).
+
+    ``wall_s`` runs from the first process starting its loop to the last one ending it, as
+    the executors' ``wall_s`` leaves out their start-up; ``startup_s`` is the rest.
+    """
     items = sorted(_floor_items(analysis_name, data_dir), key=lambda i: -Path(i[1]).stat().st_size)
-    if processes == 1:
-        r = _floor_run(analysis_name, items, models_dir, chunksize, model_names)
-        return r | {"events_per_s": r["events"] / r["wall_s"], "worker_max_rss_mb": [r["max_rss_mb"]]}
+    begin = time.time()
     shares = [items[i::processes] for i in range(processes)]
-    start = time.perf_counter()
+    # a fresh process even for one share, so that its peak memory is the loop's alone;
     # spawn: the parent already holds onnxruntime thread pools, which fork would copy
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_floor_run, [analysis_name] * processes, shares,
                               [models_dir] * processes, [chunksize] * processes,
                               [model_names] * processes))
-    wall = time.perf_counter() - start
+    total = time.time() - begin
+    wall = max(p["stop"] for p in parts) - min(p["start"] for p in parts)
     n = sum(p["events"] for p in parts)
-    return {"events": n, "wall_s": wall, "events_per_s": n / wall,
+    return {"events": n, "wall_s": wall, "startup_s": total - wall, "events_per_s": n / wall,
             "worker_max_rss_mb": [p["max_rss_mb"] for p in parts]}
 
 
@@ -105,10 +105,24 @@ def text_baseline(analysis_name: str, data_dir: Path, models_dir: Path | None,
             "extrapolated_wall_s": wall * total_events / len(frame), "extrapolated_to": total_events}
 
 
-def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str], workers: int,
-          chunksize: int, models_dir: Path | None = None, model_names: list[str] | None = None) -> dict:
-    """Time the floors, each executor (1 and ``workers`` workers) and the text baseline."""
-    out_dir = Path(out_dir)
+def _scaling(rows: dict[str, dict], workers: int) -> dict[str, str]:
+    """Per parallel executor: throughput with ``workers`` workers over the N-process floor,
+    and the speed-up from 1 to ``workers`` workers."""
+    floor_n = rows.get(f"floor: same loop, {workers} processes")
+    out = {}
+    for executor in ("futures", "dask"):
+        one, many = (rows.get(f"hepsieve {executor}, {n} worker(s)") for n in (1, workers))
+        if workers > 1 and floor_n and one and many:
+            out[executor] = (f"{executor}: {workers} workers / {workers}-process floor = "
+                             f"{many['events_per_s'] / floor_n['events_per_s']:.2f}; speed-up 1 -> "
+                             f"{workers} workers = {many['events_per_s'] / one['events_per_s']:.2f}x")
+    return out
+
+
+def _one_round(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str],
+               workers: int, chunksize: int, models_dir: Path | None,
+               model_names: list[str] | None) -> dict[str, dict]:
+    """Time the floors and each executor (1 and ``workers`` workers) once, in this order."""
     rows: dict[str, dict] = {"floor: uproot.iterate + onnxruntime + hist, 1 process":
                              floor_loop(analysis_name, data_dir, models_dir, chunksize, model_names)}
     if workers > 1:
@@ -122,8 +136,30 @@ def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str
             prov = run(config).provenance
             rows[f"hepsieve {executor}, {n} worker(s)"] = {
                 "events": prov["events"], "wall_s": prov["wall_s"],
-                "events_per_s": prov["events_per_s"],
+                "startup_s": prov["executor_start_s"], "events_per_s": prov["events_per_s"],
                 "worker_max_rss_mb": prov.get("worker_max_rss_mb")}
+    return rows
+
+
+def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str], workers: int,
+          chunksize: int, models_dir: Path | None = None, model_names: list[str] | None = None,
+          repeat: int = 1) -> dict:
+    """Time the floors, each executor (1 and ``workers`` workers) and the text baseline.
+
+    With ``repeat`` > 1 the whole sequence runs that many times, so that every configuration
+    sees the machine's slow and fast moments alike; each row is the run with the median
+    events/s, and ``events_per_s_runs`` lists them all.
+    """
+    if repeat < 1:
+        raise ConfigurationError(f"--repeat {repeat}: must be at least 1")
+    out_dir = Path(out_dir)
+    rounds = [_one_round(analysis_name, data_dir, out_dir, executors, workers, chunksize,
+                         models_dir, model_names) for _ in range(repeat)]
+    rows = {}
+    for name in rounds[0]:
+        runs = sorted((r[name] for r in rounds), key=lambda r: r["events_per_s"])
+        rows[name] = runs[(len(runs) - 1) // 2] | {
+            "events_per_s_runs": [r[name]["events_per_s"] for r in rounds]}
     floor_events = next(iter(rows.values()))["events"]
     text = text_baseline(analysis_name, data_dir, models_dir, model_names, floor_events)
     if text:
@@ -135,19 +171,25 @@ def bench(analysis_name: str, data_dir: Path, out_dir: Path, executors: list[str
     except ImportError:
         rdf_note = "ROOT (PyROOT) is not importable here: RDataFrame comparison skipped"
     floor = next(iter(rows.values()))["events_per_s"]
-    print(f"\nmodels: {', '.join(model_names) if model_names else 'all'}; chunksize {chunksize}")
-    print(f"{'configuration':<70s} {'events':>10s} {'wall [s]':>9s} {'events/s':>12s} {'/floor':>7s}"
-          f" {'peak RSS/worker [MB]':>21s}")
+    print(f"\nmodels: {', '.join(model_names) if model_names else 'all'}; chunksize {chunksize}"
+          + (f"; median of {repeat} rounds" if repeat > 1 else ""))
+    print(f"{'configuration':<70s} {'events':>10s} {'start-up [s]':>12s} {'wall [s]':>9s} "
+          f"{'events/s':>12s} {'/floor':>7s} {'peak RSS/worker [MB]':>21s}")
     for name, r in rows.items():
         r["ratio_to_floor"] = r["events_per_s"] / floor
         rss = r.get("worker_max_rss_mb")
         rss_text = "/".join(f"{v:.0f}" for v in rss) if rss else "-"
-        print(f"{name:<70s} {r['events']:>10d} {r['wall_s']:>9.2f} {r['events_per_s']:>12.0f} "
+        startup = f"{r['startup_s']:.2f}" if "startup_s" in r else "-"
+        print(f"{name:<70s} {r['events']:>10d} {startup:>12s} {r['wall_s']:>9.2f} {r['events_per_s']:>12.0f} "
               f"{r['ratio_to_floor']:>7.2f} {rss_text:>21s}")
+    scaling = _scaling(rows, workers)
+    for line in scaling.values():
+        print(line)
     print(rdf_note)
     report = {"analysis": analysis_name, "data_dir": str(data_dir), "chunksize": chunksize,
-              "models": model_names or "all", "results": rows, "rdataframe": rdf_note,
-              "versions": versions()}
+              "repeat": repeat,
+              "models": model_names or "all", "results": rows, "scaling": scaling,
+              "rdataframe": rdf_note, "versions": versions()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=1))
     return report

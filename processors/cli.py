@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-weights", choices=("zero", "keep", "abs"), default="zero")
     p.add_argument("--epochs", type=int, help="MLP: maximum epochs")
     p.add_argument("--hidden", type=int, nargs="+", help="MLP: hidden layer widths (default 50 10 5)")
+    p.add_argument("--activation", choices=("selu", "tanh", "relu"),
+                   help="MLP: hidden-layer activation (default selu; tanh is ~2.4x faster in onnxruntime)")
     p.add_argument("--max-events", type=int, help="train on the first N exported events only")
 
     p = sub.add_parser("evaluate", help="ROC/AUC, KS, confusion matrix, F1, purity x efficiency")
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executors", nargs="+", default=["iterative", "futures", "dask"])
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--chunksize", type=int, default=250_000)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the whole sequence N times and report the median of each row")
     p.add_argument("--out", type=Path, default=Path("bench"))
     return parser
 
@@ -215,7 +219,7 @@ def cmd_train(args) -> None:
 
     hyper = {}
     if args.model == "mlp":
-        hyper = {k: v for k, v in (("epochs", args.epochs),
+        hyper = {k: v for k, v in (("epochs", args.epochs), ("activation", args.activation),
                                    ("hidden", tuple(args.hidden) if args.hidden else None)) if v}
     card = train(args.analysis, args.features, args.model, args.out, feature_set=args.feature_set,
                  name=args.name, k=args.folds, seed=args.seed, max_events=args.max_events,
@@ -306,7 +310,7 @@ def cmd_bench(args) -> None:
     from hepsieve.processors.bench import bench
 
     bench(args.analysis, args.data_dir, args.out, args.executors, args.workers, args.chunksize,
-          args.models, args.model_names)
+          args.models, args.model_names, repeat=args.repeat)
 
 
 COMMANDS = {"generate": cmd_generate, "convert": cmd_convert, "run": cmd_run, "train": cmd_train,
@@ -318,9 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # distributed logs every worker start/stop (and tracebacks of connections closed at
-    # shutdown) at INFO: keep that for -v
-    logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         COMMANDS[args.command](args)
     except HepsieveError as err:

@@ -119,25 +119,35 @@ class AnalysisProcessor(processor.ProcessorABC):
     def _fill(self, dataset, selected, w, category, columns, finite, scored_idx) -> dict:
         a = self.analysis
         hists = make_histograms(a, [s.name for s in self.scorers])
+        # one fill per category with a scalar category: string-array fills cost 2x
+        in_category = {cat: category == cat for cat in a.categories}
         for spec in a.histograms:
-            keep = np.ones(len(w), bool) if spec.categories is None else np.isin(category, spec.categories)
-            hists[spec.name].fill(dataset=dataset, category=category[keep],
-                                  **{spec.axis.name: ak.to_numpy(spec.value(selected[keep]))},
-                                  weight=w[keep])
+            value = ak.to_numpy(spec.value(selected))
+            for cat in spec.categories or a.categories:
+                rows = in_category[cat]
+                hists[spec.name].fill(dataset=dataset, category=cat,
+                                      **{spec.axis.name: value[rows]}, weight=w[rows])
         if not self.scorers:
             return hists
         event_id = ak.to_numpy(selected[a.event_id])[scored_idx]
         cut_spec = a.histogram(a.cut_histogram)
         cut_value = ak.to_numpy(cut_spec.value(selected))[scored_idx]
+        w_scored = w[scored_idx]
+        scored_in = {cat: rows[scored_idx] for cat, rows in in_category.items()
+                     if cat in a.scored_categories}
+        all_finite = bool(finite.all())
         for scorer in self.scorers:
-            matrix = a.feature_spec(scorer.feature_set).matrix(columns, finite)
-            score = scorer.score(matrix, event_id)
-            hists[f"score_{scorer.name}"].fill(dataset=dataset, category=category[scored_idx],
-                                               score=score, weight=w[scored_idx])
+            names = a.feature_spec(scorer.feature_set).names
+            score = scorer.score_columns(
+                [columns[n] if all_finite else columns[n][finite] for n in names], event_id)
             passed = score > self.score_cut[scorer.name]
-            hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
-                dataset=dataset, category=category[scored_idx][passed],
-                **{cut_spec.axis.name: cut_value[passed]}, weight=w[scored_idx][passed])
+            for cat, rows in scored_in.items():
+                hists[f"score_{scorer.name}"].fill(dataset=dataset, category=cat, score=score[rows],
+                                                   weight=w_scored[rows])
+                rows = rows & passed
+                hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
+                    dataset=dataset, category=cat, **{cut_spec.axis.name: cut_value[rows]},
+                    weight=w_scored[rows])
         return hists
 
     def _export(self, meta, selected, w, category, columns, finite, scored_idx) -> dict[str, int]:

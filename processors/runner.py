@@ -74,6 +74,33 @@ def versions() -> dict[str, str]:
     return out
 
 
+#: Settings of the local dask cluster's worker processes (not of a ``--scheduler`` cluster).
+#: No dashboard, so no use for the workers' statistical profiler, which samples every thread
+#: each 10 ms (measured: ~9 % of a worker's time on UCI HIGGS). Dask's nanny sets
+#: MALLOC_TRIM_THRESHOLD_=64 KiB, which (like any malloc tunable) also switches off glibc's
+#: adaptive mmap threshold: every array above 128 KiB is then a fresh mmap, page-faulted in and
+#: unmapped again, and the same chunk took 1.5-2x as long in a worker as in a plain process.
+#: Workers run with glibc's defaults instead, like that plain process.
+LOCAL_DASK_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
+
+
+def _import_on_workers(client) -> None:
+    """Import the processor and scorer modules on every worker now, as part of the start-up:
+    a worker that cannot is named here, not in a traceback from the first chunk."""
+    import importlib
+
+    for module in ("hepsieve.processors.processor", "hepsieve.models.scorer"):
+        try:
+            client.run(importlib.import_module, module)
+        except Exception as err:
+            raise ConfigurationError(f"dask workers of {client.scheduler.address} cannot import "
+                                     f"{module} ({type(err).__name__}: {err}); install hepsieve "
+                                     "in the workers' environment") from None
+
+
 @contextlib.contextmanager
 def make_executor(name: str, workers: int, scheduler: str | None, progress: bool):
     """Yield the coffea executor for ``name`` (closing any local dask cluster afterwards)."""
@@ -87,32 +114,42 @@ def make_executor(name: str, workers: int, scheduler: str | None, progress: bool
         except ImportError:
             raise ConfigurationError("--executor dask needs the dask extra: "
                                      "pip install 'hepsieve[dask]'") from None
+        # importing distributed sets its loggers to INFO (every worker start and stop, and
+        # tracebacks of connections closed at shutdown): keep those for debug logging
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if scheduler:
             with Client(scheduler) as client:
+                _import_on_workers(client)
                 yield processor.DaskExecutor(client=client, status=progress, retries=3)
         else:
             import dask
 
-            # no dashboard, so no use for the workers' statistical profiler, which samples
-            # every thread each 10 ms (measured: ~9 % of a worker's time on UCI HIGGS)
-            with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            with dask.config.set(LOCAL_DASK_CONFIG), \
                     LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                  dashboard_address=None) as cluster, Client(cluster) as client:
+                _import_on_workers(client)
                 yield processor.DaskExecutor(client=client, status=progress, retries=3)
     else:
         raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
 
 
-def _max_rss_mb() -> float:
-    import resource
+def peak_rss_mb() -> float:
+    """Peak resident memory [MB] of this process: VmHWM where /proc exists. (``ru_maxrss``
+    survives fork + exec, so a spawned worker would report its parent's peak.)"""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _worker_max_rss_mb(executor) -> list[float] | None:
     """Peak RSS [MB] of each dask worker process (None for other executors)."""
     client = getattr(executor, "client", None)
-    return sorted(client.run(_max_rss_mb).values()) if client is not None else None
+    return sorted(client.run(peak_rss_mb).values()) if client is not None else None
 
 
 def _fileset_hash(resolved: ResolvedFileset) -> str:

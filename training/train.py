@@ -41,7 +41,7 @@ class ModelKind:
 
 
 class MlpKind(ModelKind):
-    """PyTorch MLP (selu, dropout, early stopping)."""
+    """PyTorch MLP (selu/tanh/relu, dropout, early stopping)."""
 
     def fit(self, x, y, w, val, seed, progress, hyper):
         from hepsieve.training.mlp import fit_mlp
@@ -78,7 +78,7 @@ class SklearnKind(ModelKind):
 
 PROBABILITIES = {"name": "probabilities", "column": 1, "meaning": "P(signal)"}
 MODEL_KINDS: dict[str, ModelKind] = {
-    "mlp": MlpKind("PyTorch MLP: Standardize, hidden layers with SELU + dropout, sigmoid output; "
+    "mlp": MlpKind("PyTorch MLP: Standardize, hidden layers (SELU, tanh or ReLU) + dropout, sigmoid output; "
                    "weighted BCE, Adam, early stopping on validation loss",
                    {"name": "p_signal", "column": 0, "meaning": "P(signal)"}),
     "rf": SklearnKind("scikit-learn RandomForestClassifier (300 trees, depth 5)", PROBABILITIES, "rf"),

@@ -37,6 +37,20 @@ def test_each_event_scored_only_by_the_other_folds_model(cms_models, features):
         assert card_fold["n_train"] == int(np.count_nonzero(event % 2 != fold))
 
 
+def test_column_path_equals_matrix_path_across_batches(cms_models, features, monkeypatch):
+    from hepsieve.models import scorer as scorer_module
+
+    x, event, _ = features
+    scorer = OnnxScorer.from_card(cms_models / "mlp.json")
+    expected = scorer.score(x, event)
+    monkeypatch.setattr(scorer_module, "MAX_BATCH", 97)  # many batches, a ragged last one
+    columns = [x[:, i].astype(np.float64) for i in range(x.shape[1])]  # cast per batch
+    # a different batch size changes onnxruntime's GEMM blocking: last-bit differences only
+    np.testing.assert_allclose(scorer.score_columns(columns, event), expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ModelCardError, match="4 feature columns, card has 5"):
+        scorer.score_columns(columns[:4], event)
+
+
 def test_scorer_pickles_without_session_and_gives_same_scores(cms_models, features):
     x, event, _ = features
     scorer = OnnxScorer.from_card(cms_models / "rf.json", threads=1)

@@ -12,6 +12,7 @@ from hepsieve.datasets import load_fileset_spec
 from hepsieve.datasets.toys.cms_hzz4l import TREE
 from hepsieve.processors import HepsieveWarning, InputFileError, ModelCardError
 from hepsieve.processors.processor import AnalysisProcessor
+from hepsieve.processors.runner import make_executor, peak_rss_mb
 from tests.conftest import TOY_EVENTS, run_cms
 
 
@@ -118,6 +119,29 @@ def test_executors_and_chunksizes_agree(hist_run, cms_toy_dir, cms_models, tmp_p
             np.testing.assert_allclose(b["variance"], a["variance"], rtol=1e-9, atol=1e-14)
     # unweighted counts are exact: refill-free check via the cutflow of the scored category
     assert counts.keys() == ref_counts.keys()
+
+
+def test_local_dask_workers_are_tuned_and_warmed():
+    def worker_state():
+        import os
+        import sys
+
+        return ({k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
+                "hepsieve.models.scorer" in sys.modules)
+
+    with make_executor("dask", 1, None, progress=False) as ex:
+        states = list(ex.client.run(worker_state).values())
+    assert states == [({"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}, True)]
+
+
+def test_peak_rss_of_a_spawned_process_is_its_own():
+    import multiprocessing
+
+    held = np.ones(400 * 2**20 // 8)  # 400 MB in this process
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(peak_rss_mb)
+    assert peak_rss_mb() > 400 > child
+    del held
 
 
 def test_feature_export_rows_match_cutflow(cms_features_run):

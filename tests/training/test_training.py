@@ -44,6 +44,15 @@ def test_mlp_onnx_matches_torch_and_mismatch_is_refused():
         verify_onnx(onnx_bytes, x, native + 1e-3, MODEL_KINDS["mlp"].output)
 
 
+def test_mlp_activation_option():
+    x = np.random.default_rng(1).normal(0, 1, (200, 3)).astype(np.float32)
+    model = build_mlp(x.mean(axis=0), x.std(axis=0), hidden=(4,), activation="tanh").eval()
+    assert any(isinstance(m, torch.nn.Tanh) for m in model)
+    assert verify_onnx(mlp_to_onnx(model, 3), x, predict_mlp(model, x), MODEL_KINDS["mlp"].output) < 1e-4
+    with pytest.raises(ConfigurationError, match="--activation 'gelu'"):
+        build_mlp(x.mean(axis=0), x.std(axis=0), activation="gelu")
+
+
 def test_cards_describe_models(cms_models):
     spec = get_analysis("cms-hzz4l").feature_spec()
     for name in ("mlp", "rf"):
