@@ -80,10 +80,17 @@ def versions() -> dict[str, str]:
 #: MALLOC_TRIM_THRESHOLD_=64 KiB, which (like any malloc tunable) also switches off glibc's
 #: adaptive mmap threshold: every array above 128 KiB is then a fresh mmap, page-faulted in and
 #: unmapped again, and the same chunk took 1.5-2x as long in a worker as in a plain process.
-#: Workers run with glibc's defaults instead, like that plain process.
+#: Workers run with glibc's defaults instead, like that plain process. The event loop beside
+#: the compute thread wakes less often (tick 20 ms -> 1 s, system monitor for the dashboard
+#: 0.5 -> 5 s, memory monitor 0.1 -> 1 s): each wake-up takes the GIL from the chunk being
+#: processed (measured on 5M HIGGS events, 1 worker: 830 -> 190 voluntary context switches,
+#: 5-6 % less wall time).
 LOCAL_DASK_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
 }
 
 
