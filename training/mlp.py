@@ -56,8 +56,7 @@ def _weighted_bce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.T
 
 def fit_mlp(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: np.ndarray, seed: int,
             hidden: tuple[int, ...] = (50, 10, 5), dropout: float = 0.1, activation: str = "selu",
-            epochs: int = 60,
-            patience: int = 6, batch_size: int = 256, lr: float = 1e-3,
+            epochs: int = 60, patience: int = 6, batch_size: int = 256, lr: float = 1e-3,
             progress: bool = True) -> tuple[nn.Sequential, dict]:
     """Train with weighted BCE and early stopping on the ``val`` rows; return (model, history).
 
