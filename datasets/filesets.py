@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class ResolvedFileset:
     entries: dict[str, int]
     skipped: list[str] = field(default_factory=list)
     is_toy: bool = False
+    #: path -> {"numentries", "uuid"}: what coffea's preprocessing would read again
+    file_meta: dict[str, dict] = field(default_factory=dict)
 
     @property
     def total_entries(self) -> int:
@@ -48,8 +51,8 @@ class ResolvedFileset:
         return sum(self.entries.values())
 
 
-def _check_parquet(path: Path, columns: tuple[str, ...]) -> int:
-    """Return the rows of a Parquet file; raise InputFileError naming the problem."""
+def _check_parquet(path: Path, columns: tuple[str, ...]) -> dict:
+    """Return the rows and id of a Parquet file; raise InputFileError naming the problem."""
     try:
         meta = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for damaged files
@@ -57,11 +60,13 @@ def _check_parquet(path: Path, columns: tuple[str, ...]) -> int:
     missing = [c for c in columns if c not in meta.schema_arrow.names]
     if missing:
         raise InputFileError(f"{path}: lacks column(s) {', '.join(missing)}")
-    return int(meta.metadata.num_rows)
+    # coffea's own id for a Parquet file
+    return {"numentries": int(meta.metadata.num_rows), "uuid": hashlib.md5(str(path).encode()).digest()}
 
 
-def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "root") -> int:
-    """Return the entries of ``tree`` in ``path``; raise InputFileError naming the problem."""
+def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "root") -> dict:
+    """Return the entries of ``tree`` in ``path`` and the file's UUID, as coffea's
+    preprocessing does; raise InputFileError naming the problem."""
     if not path.is_file():
         raise InputFileError(f"{path}: file not found")
     if fmt == "parquet":
@@ -75,7 +80,7 @@ def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "ro
             missing = [b for b in branches if b not in ttree]
             if missing:
                 raise InputFileError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
-            return int(ttree.num_entries)
+            return {"numentries": int(ttree.num_entries), "uuid": fin.file.fUUID}
     except InputFileError:
         raise
     except Exception as err:  # uproot raises many types for damaged files
@@ -126,7 +131,7 @@ def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[s
                 log.warning("optional dataset %s: %s not found, left out", name, path)
                 continue
             try:
-                entries += _check_file(path, spec["tree"], required, spec.get("format", "root"))
+                file_meta = _check_file(path, spec["tree"], required, spec.get("format", "root"))
             except InputFileError as err:
                 if not skip_bad_files:
                     raise
@@ -134,6 +139,8 @@ def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[s
                 log.warning("skipping bad file: %s", err)
                 continue
             files[str(path)] = spec["tree"]
+            out.file_meta[str(path)] = file_meta
+            entries += file_meta["numentries"]
         if files:
             meta.setdefault("lumi_pb", spec.get("lumi_pb"))
             out.fileset[name] = {"files": files, "metadata": meta}

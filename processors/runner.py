@@ -16,6 +16,7 @@ from pathlib import Path
 
 from coffea import processor
 from coffea.nanoevents import BaseSchema
+from coffea.processor.executor import FileMeta
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import default_models_dir, load_scorers
@@ -164,6 +165,14 @@ def _fileset_hash(resolved: ResolvedFileset) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
 
+def metadata_cache(resolved: ResolvedFileset, tree: str) -> dict:
+    """Return coffea's file metadata (entries, UUID, the dataset's metadata) for every file,
+    from the preflight that already opened each one: coffea then skips its own
+    preprocessing pass over the files (0.8 s for the 12 UCI HIGGS files on 2 workers)."""
+    return {FileMeta(ds, path, tree): {**entry["metadata"], **resolved.file_meta[path]}
+            for ds, entry in resolved.fileset.items() for path in entry["files"]}
+
+
 def check_accounting(cutflow: dict, resolved: ResolvedFileset, complete: bool) -> dict[str, dict]:
     """Compare processed with expected entries per dataset; raise on a mismatch of a full run."""
     summary = {}
@@ -211,9 +220,14 @@ def run(config: RunConfig) -> RunResult:
         startup = time.perf_counter() - start  # local cluster start, not event processing
         runner = processor.Runner(executor=ex, schema=BaseSchema, chunksize=config.chunksize,
                                   maxchunks=config.maxchunks, checkpointer=checkpointer,
-                                  format=spec.get("format", "root"))
+                                  format=spec.get("format", "root"),
+                                  metadata_cache=metadata_cache(resolved, spec["tree"]))
+        # uproot's default array cache (100 MB per file) copies every column it reads; coffea
+        # reads each column of a chunk once, so the copies bought nothing (measured: ~0.1 us
+        # of ~1 us per UCI HIGGS event)
+        uproot_options = {"array_cache": None} if runner.format == "root" else {}
         try:
-            output = runner(resolved.fileset, proc, treename=spec["tree"])
+            output = runner(resolved.fileset, proc, treename=spec["tree"], uproot_options=uproot_options)
         except HepsieveError:
             raise
         except Exception as err:

@@ -12,7 +12,7 @@ from hepsieve.datasets import load_fileset_spec
 from hepsieve.datasets.toys.cms_hzz4l import TREE
 from hepsieve.processors import HepsieveWarning, InputFileError, ModelCardError
 from hepsieve.processors.processor import AnalysisProcessor
-from hepsieve.processors.runner import make_executor, peak_rss_mb
+from hepsieve.processors.runner import make_executor, metadata_cache, peak_rss_mb
 from tests.conftest import TOY_EVENTS, run_cms
 
 
@@ -132,6 +132,26 @@ def test_local_dask_workers_are_tuned_and_warmed():
     with make_executor("dask", 1, None, progress=False) as ex:
         states = list(ex.client.run(worker_state).values())
     assert states == [({"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}, True)]
+
+
+def test_preflight_gives_coffea_its_file_metadata(hist_run, cms_toy_dir, cms_models, tmp_path,
+                                                  monkeypatch):
+    from coffea.processor import Runner
+
+    from hepsieve.datasets import resolve_fileset
+    from hepsieve.processors.analysis import get_analysis
+
+    resolved = resolve_fileset(load_fileset_spec("cms-hzz4l"), cms_toy_dir,
+                               get_analysis("cms-hzz4l").required_branches)
+    cache = metadata_cache(resolved, TREE)
+    assert len(cache) == sum(len(v["files"]) for v in resolved.fileset.values()) > 1
+    for item, meta in cache.items():  # what coffea's own preprocessing would have found
+        fetched = Runner.metadata_fetcher_root(60, False, {}, item).pop()
+        assert meta == fetched.metadata | resolved.fileset[item.dataset]["metadata"]
+    # and it does not run: a run with the metadata fetcher broken gives the same cutflow
+    monkeypatch.setattr(Runner, "metadata_fetcher_root", None)
+    result = run_cms(cms_toy_dir, tmp_path, models_dir=cms_models, chunksize=2000)
+    assert result.cutflow == hist_run[0].cutflow
 
 
 def test_peak_rss_of_a_spawned_process_is_its_own():
