@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 from coffea import processor
 from coffea.nanoevents import BaseSchema
 from coffea.processor.executor import FileMeta
+from coffea.util import coffea_console
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import default_models_dir, load_scorers
@@ -95,12 +100,18 @@ LOCAL_DASK_CONFIG = {
 }
 
 
+WORKER_MODULES = ("hepsieve.processors.processor", "hepsieve.models.scorer")
+
+
+def _import_worker_modules() -> None:
+    for module in WORKER_MODULES:
+        importlib.import_module(module)
+
+
 def _import_on_workers(client) -> None:
     """Import the processor and scorer modules on every worker now, as part of the start-up:
     a worker that cannot is named here, not in a traceback from the first chunk."""
-    import importlib
-
-    for module in ("hepsieve.processors.processor", "hepsieve.models.scorer"):
+    for module in WORKER_MODULES:
         try:
             client.run(importlib.import_module, module)
         except Exception as err:
@@ -110,12 +121,28 @@ def _import_on_workers(client) -> None:
 
 
 @contextlib.contextmanager
+def _process_pool(workers: int):
+    """A pool of ``workers`` spawned processes, started and with hepsieve imported before the
+    first chunk (coffea's default, a loky pool, starts inside the run and restarts a worker
+    whose memory grew by 300 MB since it started: every few chunks at 500k events)."""
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_import_worker_modules) as pool:
+        try:  # one task per worker: each submit without an idle worker starts one
+            list(pool.map(abs, range(workers)))
+        except BrokenProcessPool as err:
+            raise ConfigurationError(f"the futures executor's worker processes cannot import "
+                                     f"hepsieve ({err})") from None
+        yield pool
+
+
+@contextlib.contextmanager
 def make_executor(name: str, workers: int, scheduler: str | None, progress: bool):
     """Yield the coffea executor for ``name`` (closing any local dask cluster afterwards)."""
     if name == "iterative":
         yield processor.IterativeExecutor(status=progress)
     elif name == "futures":
-        yield processor.FuturesExecutor(workers=workers, status=progress)
+        with _process_pool(workers) as pool:
+            yield processor.FuturesExecutor(pool=pool, workers=workers, status=progress)
     elif name == "dask":
         try:
             from distributed import Client, LocalCluster
@@ -140,6 +167,19 @@ def make_executor(name: str, workers: int, scheduler: str | None, progress: bool
                 yield processor.DaskExecutor(client=client, status=progress, retries=3)
     else:
         raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+@contextlib.contextmanager
+def _quiet_console(quiet: bool):
+    """Silence coffea's rich console while ``quiet``: coffea 2026.9 draws the progress bars of
+    its iterative and futures executors even with ``status=False``."""
+    console = coffea_console
+    before = console.quiet
+    console.quiet = quiet or before
+    try:
+        yield
+    finally:
+        console.quiet = before
 
 
 def peak_rss_mb() -> float:
@@ -227,7 +267,9 @@ def run(config: RunConfig) -> RunResult:
         # of ~1 us per UCI HIGGS event)
         uproot_options = {"array_cache": None} if runner.format == "root" else {}
         try:
-            output = runner(resolved.fileset, proc, treename=spec["tree"], uproot_options=uproot_options)
+            with _quiet_console(not config.progress):
+                output = runner(resolved.fileset, proc, treename=spec["tree"],
+                                uproot_options=uproot_options)
         except HepsieveError:
             raise
         except Exception as err:

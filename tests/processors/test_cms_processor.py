@@ -100,10 +100,11 @@ def _summary(result):
 @pytest.mark.parametrize(("executor", "chunksize"), [("iterative", 700), ("futures", 2000),
                                                      ("dask", 1500)])
 def test_executors_and_chunksizes_agree(hist_run, cms_toy_dir, cms_models, tmp_path, executor,
-                                        chunksize):
+                                        chunksize, capsys):
     reference, _ = hist_run  # iterative, chunksize 2000
     result = run_cms(cms_toy_dir, tmp_path, models_dir=cms_models, executor=executor, workers=2,
                      chunksize=chunksize)
+    assert "Processing" not in capsys.readouterr().out  # progress=False: no progress bars
     ref_cutflow, ref_counts = _summary(reference)
     cutflow, counts = _summary(result)
     assert cutflow.keys() == ref_cutflow.keys()
@@ -132,17 +133,25 @@ def test_local_dask_workers_are_tuned_and_warmed():
     with make_executor("dask", 1, None, progress=False) as ex:
         states = list(ex.client.run(worker_state).values())
     assert states == [({"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}, True)]
+    with make_executor("futures", 2, None, progress=False) as ex:  # started before the run
+        assert len(ex.pool._processes) == 2
 
 
-def test_preflight_gives_coffea_its_file_metadata(hist_run, cms_toy_dir, cms_models, tmp_path,
-                                                  monkeypatch):
+def test_preflight_gives_coffea_its_file_metadata(hist_run, cms_toy_dir, cms_models, higgs_toy_dir,
+                                                  tmp_path, monkeypatch):
     from coffea.processor import Runner
 
     from hepsieve.datasets import resolve_fileset
     from hepsieve.processors.analysis import get_analysis
 
-    resolved = resolve_fileset(load_fileset_spec("cms-hzz4l"), cms_toy_dir,
-                               get_analysis("cms-hzz4l").required_branches)
+    def resolve(name, data_dir):
+        return resolve_fileset(load_fileset_spec(name), data_dir, get_analysis(name).required_branches)
+
+    resolved = resolve("cms-hzz4l", cms_toy_dir)
+    # TTrees: the needed branches are read in one pass per chunk; RNTuples: column by column
+    assert {tuple(v["preload"]) for v in resolved.fileset.values()} == {
+        get_analysis("cms-hzz4l").required_branches}
+    assert not any("preload" in v for v in resolve("higgs-uci", higgs_toy_dir).fileset.values())
     cache = metadata_cache(resolved, TREE)
     assert len(cache) == sum(len(v["files"]) for v in resolved.fileset.values()) > 1
     for item, meta in cache.items():  # what coffea's own preprocessing would have found
