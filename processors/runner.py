@@ -153,6 +153,9 @@ def make_executor(name: str, workers: int, scheduler: str | None, progress: bool
         # tracebacks of connections closed at shutdown): keep those for debug logging
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("distributed").setLevel(logging.WARNING)
+        # coffea's DaskExecutor imports it on every call: the first import (~0.5 s of CPU, with
+        # pandas) then ran in this process beside the workers, inside the timed run
+        import dask.dataframe  # noqa: F401
         if scheduler:
             with Client(scheduler) as client:
                 _import_on_workers(client)
