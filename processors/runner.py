@@ -176,13 +176,12 @@ def make_executor(name: str, workers: int, scheduler: str | None, progress: bool
 def _quiet_console(quiet: bool):
     """Silence coffea's rich console while ``quiet``: coffea 2026.9 draws the progress bars of
     its iterative and futures executors even with ``status=False``."""
-    console = coffea_console
-    before = console.quiet
-    console.quiet = quiet or before
+    before = coffea_console.quiet
+    coffea_console.quiet = quiet or before
     try:
         yield
     finally:
-        console.quiet = before
+        coffea_console.quiet = before
 
 
 def peak_rss_mb() -> float:
