@@ -122,7 +122,7 @@ def test_executors_and_chunksizes_agree(hist_run, cms_toy_dir, cms_models, tmp_p
     assert counts.keys() == ref_counts.keys()
 
 
-def test_local_dask_workers_are_tuned_and_warmed():
+def test_local_dask_and_futures_workers_are_tuned_and_warmed():
     def worker_state():
         import os
         import sys
