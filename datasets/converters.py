@@ -10,7 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import uproot
 
+from hepsieve.datasets.progress import ProgressWriter
+from hepsieve.processors.analyses.higgs_uci import COLUMNS, TREE, UCI_ROWS, UCI_TEST_ROWS
 from hepsieve.processors.errors import InputFileError
 
 log = logging.getLogger(__name__)
@@ -68,8 +71,6 @@ def higgs_csv_to_chunks(src: str | Path, out_dir: str | Path, fmt: str = "root",
     500 000 rows of 11M — the same fraction of a smaller file — go to the test chunks).
     Output is written by the same code as the toy generator's direct output.
     """
-    from hepsieve.datasets.toys.higgs_uci import COLUMNS, write_chunks
-
     src, out = Path(src), Path(out_dir)
     if not src.is_file():
         raise InputFileError(f"{src}: file not found")
@@ -88,6 +89,63 @@ def higgs_csv_to_chunks(src: str | Path, out_dir: str | Path, fmt: str = "root",
             raise InputFileError(f"{src}: not in the UCI HIGGS layout (29 numeric columns, "
                                  f"no header): {err}") from None
 
-    names = write_chunks(out, batches(), n_rows, fmt, chunk_rows)
+    names = write_higgs_chunks(out, batches(), n_rows, fmt, chunk_rows)
     log.info("converted %s -> %d %s chunks in %s", src, len(names), fmt, out)
+    return names
+
+
+def uci_test_rows(n_rows: int) -> int:
+    """Return the size of the test split: 500 000 of 11M rows, the same fraction below."""
+    return UCI_TEST_ROWS if n_rows >= UCI_ROWS else int(round(n_rows * UCI_TEST_ROWS / UCI_ROWS))
+
+
+def _write_chunk(out: Path, fmt: str, name: str, cols: dict[str, np.ndarray]) -> None:
+    if fmt == "root":
+        with uproot.recreate(out / f"{name}.root", compression=uproot.LZ4(1)) as fout:
+            fout[TREE] = cols
+    else:
+        pq.write_table(pa.table(cols), out / f"{name}.parquet")
+
+
+def write_higgs_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000_000,
+                       progress: ProgressWriter | None = None) -> list[str]:
+    """Write UCI-column batches to ``HIGGS_{train,test}_<i>`` chunk files; return their names.
+
+    The one writer of the HIGGS chunk layout (the converter and the toy generator both use
+    it). Values are stored as float32 (label as float32 0/1 like UCI), ``event`` as the int64
+    row number; the last ``uci_test_rows(n_rows)`` rows go to the test chunks.
+    """
+    n_test = uci_test_rows(n_rows)
+    names, buffer, buffered, row = [], {}, 0, 0
+    counters = {"train": 0, "test": 0}
+
+    def flush(split):
+        nonlocal buffer, buffered
+        if not buffered:
+            return
+        cols = {k: np.concatenate(v) for k, v in buffer.items()}
+        name = f"HIGGS_{split}_{counters[split]:03d}"
+        counters[split] += 1
+        _write_chunk(out, fmt, name, cols)
+        names.append(f"{name}.{fmt}")
+        buffer, buffered = {}, 0
+
+    for cols in rows:
+        start = 0
+        size = len(cols["label"])
+        while start < size:
+            split = "test" if row >= n_rows - n_test else "train"
+            limit = (n_rows - n_test) if split == "train" else n_rows
+            take = min(size - start, chunk_rows - buffered, limit - row)
+            part = {k: v[start:start + take].astype(np.float32) for k, v in cols.items()}
+            part["event"] = np.arange(row, row + take, dtype=np.int64)
+            for k, v in part.items():
+                buffer.setdefault(k, []).append(v)
+            buffered += take
+            row += take
+            start += take
+            if buffered == chunk_rows or row == limit:
+                flush(split)
+            if progress:
+                progress.advance(take)
     return names

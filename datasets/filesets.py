@@ -11,17 +11,27 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import uproot
 
+from hepsieve.processors.analysis import Inputs
 from hepsieve.processors.errors import ConfigurationError, InputFileError
 
 log = logging.getLogger(__name__)
-FILESET_DIR = Path(__file__).parent / "filesets"
+FILESET_DIR = Path(__file__).parent / "fileset_specs"
 
 
-def load_fileset_spec(analysis_or_path: str | Path) -> dict:
-    """Return the fileset JSON of an analysis name (``cms-hzz4l``) or of a path."""
-    path = Path(analysis_or_path)
+def builtin_filesets() -> list[str]:
+    """Return the names of the fileset specifications shipped with hepsieve."""
+    return sorted(p.stem for p in FILESET_DIR.glob("*.json"))
+
+
+def load_fileset_spec(name_or_path: str | Path) -> dict:
+    """Return a fileset JSON by path, or a shipped one by name (``cms-hzz4l``, ``atlas_hzz4l_csv``)."""
+    path = Path(name_or_path)
     if not path.suffix:
-        path = FILESET_DIR / f"{str(analysis_or_path).replace('-', '_')}.json"
+        path = FILESET_DIR / f"{str(name_or_path).replace('-', '_')}.json"
+        if not path.is_file():
+            raise ConfigurationError(
+                f"no shipped fileset {str(name_or_path)!r} (shipped: {', '.join(builtin_filesets())}); "
+                "pass --fileset with the path of your fileset JSON")
     if not path.is_file():
         raise ConfigurationError(f"fileset {path} does not exist")
     try:
@@ -102,7 +112,7 @@ def _expand(data_dir: Path, names: list[str], dataset: str) -> list[str]:
     return out
 
 
-def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[str, ...],
+def resolve_fileset(spec: dict, data_dir: str | Path, inputs: Inputs,
                     datasets: list[str] | None = None, skip_bad_files: bool = False) -> ResolvedFileset:
     """Check every file of ``spec`` under ``data_dir`` and return the coffea fileset.
 
@@ -120,10 +130,11 @@ def resolve_fileset(spec: dict, data_dir: str | Path, required_branches: tuple[s
     if unknown:
         raise ConfigurationError(f"unknown dataset(s) {unknown}; known: {sorted(spec['datasets'])}")
     out = ResolvedFileset(fileset={}, entries={}, is_toy=(data_dir / "toy.json").is_file())
-    required = tuple(spec.get("required", required_branches))  # a flavour may list its own
     for name in names:
         entry = spec["datasets"][name]
         meta = dict(entry.get("metadata", {}))
+        meta["inputs"] = inputs.name
+        required = tuple(inputs.required(bool(meta.get("is_data"))))
         files, entries, ttrees = {}, 0, True
         for fname in _expand(data_dir, entry["files"], name):
             path = (data_dir / fname).resolve()

@@ -1,5 +1,6 @@
-"""Shipped ONNX models with their cards, and the ONNX scorer used by the processors."""
+"""Shipped ONNX models with their cards, the card schema and the ONNX scorer."""
 
-from hepsieve.models.scorer import ModelCard, OnnxScorer, default_models_dir, load_scorers
+from hepsieve.models.cards import Fold, ModelCard, ModelOutput
+from hepsieve.models.scorer import OnnxScorer, default_models_dir, load_scorers
 
-__all__ = ["ModelCard", "OnnxScorer", "default_models_dir", "load_scorers"]
+__all__ = ["Fold", "ModelCard", "ModelOutput", "OnnxScorer", "default_models_dir", "load_scorers"]

@@ -1,20 +1,19 @@
-"""ONNX inference: model cards, k-fold routing by event number, one session per worker process."""
+"""ONNX inference: k-fold routing by event number, one session per worker process."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import coffea
 import numpy as np
 import onnxruntime as ort
 
+from hepsieve.models.cards import Fold, ModelCard, ModelOutput, sha256_bytes
 from hepsieve.processors.analysis import Analysis, FeatureSpec
 from hepsieve.processors.errors import ModelCardError
 
@@ -45,44 +44,6 @@ MAX_BATCH = 16_384  # rows per onnxruntime call: the input buffer (1.8 MB at 28 
 _SESSIONS: dict[tuple[str, int], ort.InferenceSession] = {}
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Return the hex sha256 digest of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """The JSON card next to a model's ONNX files: features, output, folds, provenance."""
-
-    path: Path
-    data: dict
-
-    @classmethod
-    def load(cls, path: str | Path) -> ModelCard:
-        """Read and check a card; raise ModelCardError naming the file on any problem."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ModelCardError(f"model card {path}: cannot be read ({err})") from None
-        for key in ("name", "analysis", "feature_set", "features", "output", "folds", "k"):
-            if key not in data:
-                raise ModelCardError(f"model card {path}: missing key {key!r}")
-        if len(data["folds"]) != data["k"]:
-            raise ModelCardError(f"model card {path}: k={data['k']} but {len(data['folds'])} folds")
-        return cls(path, data)
-
-    @property
-    def name(self) -> str:
-        """Return the model name (e.g. ``mlp``)."""
-        return self.data["name"]
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        """Return the ordered input feature names."""
-        return tuple(f["name"] for f in self.data["features"])
-
-
 class OnnxScorer(numpy_call_wrapper):
     """P(signal) from k ONNX models: model i scores only events with ``event % k == i``.
 
@@ -96,33 +57,62 @@ class OnnxScorer(numpy_call_wrapper):
         super().__init__()
         self.card = card
         self.name = card.name
-        self.feature_set = card.data["feature_set"]
+        self.feature_set = card.feature_set
         self.feature_names = card.feature_names
-        self.k = int(card.data["k"])
+        self.k = card.k
         self.threads = threads
-        self.output_name = card.data["output"]["name"]
-        self.output_column = card.data["output"].get("column")
+        self.output_name = card.output.name
+        self.output_column = card.output.column
         self.models: list[bytes] = []
         self.hashes: list[str] = []
-        for i, fold in enumerate(sorted(card.data["folds"], key=lambda f: f["fold"])):
-            if fold["fold"] != i:
-                raise ModelCardError(f"model card {card.path}: folds must be numbered 0..{self.k - 1}")
-            onnx_path = card.path.parent / fold["file"]
+        for fold in card.folds:
+            onnx_path = card.onnx_path(fold.fold)
             try:
                 blob = onnx_path.read_bytes()
             except OSError as err:
                 raise ModelCardError(f"model {self.name}: ONNX file {onnx_path} unreadable ({err})") from None
             digest = sha256_bytes(blob)
-            if fold.get("sha256") and fold["sha256"] != digest:
+            if fold.sha256 and fold.sha256 != digest:
                 raise ModelCardError(f"model {self.name}: {onnx_path} sha256 {digest[:12]}… does not "
-                                     f"match its card ({fold['sha256'][:12]}…); retrain or fix the card")
+                                     f"match its card ({fold.sha256[:12]}…); retrain or fix the card")
             self.models.append(blob)
             self.hashes.append(digest)
+        for fold in range(self.k):
+            self._check_session(fold)
 
     @classmethod
     def from_card(cls, path: str | Path, threads: int = 0) -> OnnxScorer:
-        """Return the scorer described by the card at ``path``."""
-        return cls(ModelCard.load(path), threads=threads)
+        """Return the scorer described by the card at ``path`` (every fold checked)."""
+        return cls(ModelCard.read(path), threads=threads)
+
+    def _check_session(self, fold: int) -> None:
+        """Build fold ``fold``'s session and check it against the card: one float input of
+        width n_features, the card's output name and column. Errors name the ONNX file."""
+        where = f"model {self.name}: {self.card.onnx_path(fold)}"
+        try:
+            sess = self.session(fold)
+        except Exception as err:  # onnxruntime raises its own exception types for bad files
+            raise ModelCardError(f"{where}: not a valid ONNX model ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:200]})") from err
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise ModelCardError(f"{where}: {len(inputs)} inputs; hepsieve feeds one (n, "
+                                 f"{len(self.feature_names)}) float32 matrix")
+        width = inputs[0].shape[-1] if inputs[0].shape else None
+        if len(inputs[0].shape) != 2 or (isinstance(width, int) and width != len(self.feature_names)):
+            raise ModelCardError(f"{where}: input shape {inputs[0].shape}, the card lists "
+                                 f"{len(self.feature_names)} features")
+        if inputs[0].type != "tensor(float)":
+            raise ModelCardError(f"{where}: input type {inputs[0].type}, expected tensor(float)")
+        outputs = {o.name: o for o in sess.get_outputs()}
+        if self.output_name not in outputs:
+            raise ModelCardError(f"{where}: no output {self.output_name!r} (has {sorted(outputs)}); "
+                                 "fix output.name in the card")
+        shape = outputs[self.output_name].shape
+        cols = shape[-1] if len(shape) == 2 else None
+        if self.output_column is not None and isinstance(cols, int) and self.output_column >= cols:
+            raise ModelCardError(f"{where}: output {self.output_name!r} has {cols} column(s), the "
+                                 f"card reads column {self.output_column}")
 
     def check_features(self, spec: FeatureSpec) -> None:
         """Raise ModelCardError unless the card's features equal ``spec.names`` in order."""
@@ -211,18 +201,19 @@ def load_scorers(models_dir: str | Path, analysis: Analysis, threads: int = 0,
                  names: list[str] | None = None) -> list[OnnxScorer]:
     """Load every card in ``models_dir`` for ``analysis`` and check its features first."""
     models_dir = Path(models_dir)
-    cards = sorted(models_dir.glob("*.json"))
+    cards = sorted(p for p in models_dir.glob("*.json") if p.name != "metrics.json")
     if not cards:
         raise ModelCardError(f"no model cards (*.json) in {models_dir}; train with "
                              f"`hepsieve train {analysis.name} --out {models_dir}`")
     scorers = []
     for path in cards:
-        scorer = OnnxScorer.from_card(path, threads=threads)
-        if names and scorer.name not in names:
+        card = ModelCard.read(path)
+        if names and card.name not in names:
             continue
-        if scorer.card.data["analysis"] != analysis.name:
-            raise ModelCardError(f"model card {path} is for analysis "
-                                 f"{scorer.card.data['analysis']!r}, not {analysis.name!r}")
+        if card.analysis != analysis.name:
+            raise ModelCardError(f"model card {path} is for analysis {card.analysis!r}, "
+                                 f"not {analysis.name!r}")
+        scorer = OnnxScorer(card, threads=threads)
         scorer.check_features(analysis.feature_spec(scorer.feature_set))
         scorers.append(scorer)
     if names and {s.name for s in scorers} != set(names):
@@ -231,9 +222,42 @@ def load_scorers(models_dir: str | Path, analysis: Analysis, threads: int = 0,
     return scorers
 
 
+def card_onnx_models(analysis: Analysis, name: str, onnx_files: Sequence[str | Path],
+                     out_dir: str | Path, output_name: str, output_column: int | None = None,
+                     feature_set: str | None = None, description: str = "") -> Path:
+    """Card ONNX fold models trained elsewhere: copy them into ``out_dir`` as
+    ``<name>_fold<i>.onnx``, write ``<name>.json`` and check every fold against it (inputs,
+    shape, output); on any problem nothing is left behind. Returns the card's path."""
+    spec = analysis.feature_spec(feature_set)
+    k = len(onnx_files)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folds, copied = [], []
+    for i, src in enumerate(map(Path, onnx_files)):
+        if not src.is_file():
+            raise ModelCardError(f"ONNX file {src} not found")
+        dst = out / f"{name}_fold{i}.onnx"
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+            copied.append(dst)
+        folds.append(Fold(fold=i, file=dst.name, sha256=sha256_bytes(dst.read_bytes()),
+                          trained_on=f"event % {k} != {i}", applied_to=f"event % {k} == {i}"))
+    card = ModelCard(name=name, analysis=analysis.name, feature_set=feature_set or analysis.default_features,
+                     features=tuple(zip(spec.names, spec.units, strict=True)),
+                     output=ModelOutput(output_name, output_column), k=k, folds=tuple(folds),
+                     description=description, path=out / f"{name}.json")
+    try:
+        OnnxScorer(card).check_features(spec)
+    except ModelCardError:
+        for path in copied:
+            path.unlink(missing_ok=True)
+        raise
+    return card.write(out / f"{name}.json")
+
+
 def default_models_dir(analysis: Analysis) -> Path:
     """Return the directory of the models shipped with hepsieve for ``analysis``."""
     return MODELS_DIR / analysis.name.replace("-", "_")
 
 
-__all__ = ["ModelCard", "OnnxScorer", "default_models_dir", "load_scorers", "sha256_bytes"]
+__all__ = ["OnnxScorer", "card_onnx_models", "default_models_dir", "load_scorers"]

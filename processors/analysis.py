@@ -1,10 +1,17 @@
-"""The Analysis definition that ties one physics case together, and the analysis registry."""
+"""The Analysis definition: typed records that tie one physics case together, checked when built.
+
+An :class:`Analysis` is a frozen value grouped into small records (DESIGN.md section 3):
+``inputs`` (schema, event id, branches), ``objects`` (the per-chunk object record),
+``selection`` (ordered named :class:`Step`), ``weights``, ``categories``, ``features``,
+``histograms``, ``scoring``, ``style`` and optional ``tools``. A definition error raises
+:class:`~hepsieve.processors.errors.ConfigurationError` naming the field when it is built.
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import awkward as ak
 import hist
@@ -12,95 +19,309 @@ import numpy as np
 
 from hepsieve.processors.errors import ConfigurationError
 
-#: analysis name -> "module:attribute" of its Analysis object (imported on demand)
-ANALYSES: dict[str, str] = {
-    "cms-hzz4l": "hepsieve.processors.hzz4l_cms:ANALYSIS",
-    "atlas-hzz4l": "hepsieve.processors.hzz4l_atlas:ANALYSIS",
-    "higgs-uci": "hepsieve.processors.higgs_uci:ANALYSIS",
-}
+#: schemas the runner can give an analysis (coffea's BaseSchema and NanoAODSchema)
+SCHEMAS = ("base", "nanoaod")
+#: branch type specs: a kind, optionally jagged ("var * float")
+BRANCH_KINDS = ("float", "int", "bool")
+#: per-event record handed between the stages (an awkward array, or the events themselves)
+Record = Any
+
+
+def branch_types(kind: str, *names: str) -> dict[str, str]:
+    """Return ``{name: kind}`` for ``names`` (a helper to declare :attr:`Inputs.branches`)."""
+    return dict.fromkeys(names, kind)
+
+
+def _check_branch_spec(where: str, spec: str) -> None:
+    kind = spec.removeprefix("var * ")
+    if kind not in BRANCH_KINDS:
+        raise ConfigurationError(f"{where}: branch type {spec!r} is not one of {BRANCH_KINDS} "
+                                 "(optionally 'var * <kind>' for jagged branches)")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What an analysis reads: the schema, the event id and the branches with their types.
+
+    ``branches`` are required of every file, ``mc_branches`` of simulated files only (a data
+    file never needs ``genWeight``), ``optional`` ones are read where a file has them.
+    ``name`` tells input flavours of one analysis apart (a fileset chooses one by name).
+    """
+
+    branches: Mapping[str, str]
+    event_id: str
+    schema: str = "base"
+    mc_branches: Mapping[str, str] = field(default_factory=dict)
+    optional: Mapping[str, str] = field(default_factory=dict)
+    name: str = "default"
+
+    def check(self, where: str) -> None:
+        """Raise ConfigurationError naming the field of the first inconsistency."""
+        if self.schema not in SCHEMAS:
+            raise ConfigurationError(f"{where}.schema: {self.schema!r} is not one of {SCHEMAS}")
+        if self.event_id not in self.branches:
+            raise ConfigurationError(f"{where}.event_id: {self.event_id!r} is not in {where}.branches")
+        for group in ("branches", "mc_branches", "optional"):
+            for name, spec in getattr(self, group).items():
+                _check_branch_spec(f"{where}.{group}[{name!r}]", spec)
+
+    def required(self, is_data: bool) -> dict[str, str]:
+        """Return the branches (name -> type) a data or simulated file must have."""
+        return dict(self.branches) if is_data else {**self.branches, **self.mc_branches}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named selection step: ``mask(events, objects)`` -> bool per event.
+
+    ``label`` (the cutflow's name for the step) is built from the step's threshold
+    constants; ``inputs`` names the input flavours the step applies to (None: all).
+    """
+
+    name: str
+    label: str
+    mask: Callable[[Record, Record], np.ndarray]
+    inputs: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The nominal per-event weight ``nominal(events, objects, meta)`` (data: usually 1)."""
+
+    nominal: Callable[[Record, Record, Mapping], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Categories:
+    """Named event categories: ``assign(observables)`` -> ``{name: mask}`` over selected events.
+
+    With ``exclusive`` (the default) every selected event is in at most one category; the
+    processor checks it. Overlapping categories (regions) set ``exclusive=False``.
+    """
+
+    names: tuple[str, ...]
+    assign: Callable[[Record], Mapping[str, np.ndarray]]
+    exclusive: bool = True
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Ordered model inputs and how to compute them from a selected chunk."""
+    """Ordered model inputs, their units and how to compute them from the observables."""
 
     names: tuple[str, ...]
-    compute: Callable[[ak.Array], Mapping[str, ak.Array]]
-    units: tuple[str, ...] = ()
+    compute: Callable[[Record], Mapping[str, Any]]
+    units: tuple[str, ...]
 
-    def columns(self, events: ak.Array) -> dict[str, np.ndarray]:
+    def columns(self, observables: Record) -> dict[str, np.ndarray]:
         """Return each feature as a numpy array (its own dtype, no copy), in ``names`` order."""
-        cols = self.compute(events)
+        cols = self.compute(observables)
         return {n: ak.to_numpy(cols[n]) for n in self.names}
 
 
 def regular_axis(bins: int, start: float, stop: float, name: str, label: str) -> hist.axis.Regular:
-    """Return a named regular axis (the physics axis of a :class:`HistogramSpec`)."""
+    """Return a named regular axis (a physics axis of a :class:`HistogramSpec`)."""
     return hist.axis.Regular(bins, start, stop, name=name, label=label)
 
 
 @dataclass(frozen=True)
 class HistogramSpec:
-    """One physics histogram: its axis and the quantity filled from selected events."""
+    """One physics histogram: 1 or 2 axes and ``value(observables)`` (an array, or a tuple of
+    one array per axis), filled in ``categories`` (None: every category)."""
 
     name: str
-    axis: hist.axis.Regular
-    value: Callable[[ak.Array], np.ndarray]
-    categories: tuple[str, ...] | None = None  # None: every category
+    axes: tuple[hist.axis.Regular, ...]
+    value: Callable[[Record], Any]
+    categories: tuple[str, ...] | None = None
+
+    @property
+    def axis(self) -> hist.axis.Regular:
+        """Return the first physics axis."""
+        return self.axes[0]
+
+    def values(self, observables: Record) -> tuple[np.ndarray, ...]:
+        """Return one numpy array per axis."""
+        out = self.value(observables)
+        return tuple(ak.to_numpy(v) for v in (out if isinstance(out, tuple) else (out,)))
+
+
+def histogram(name: str, bins: int, start: float, stop: float, label: str,
+              value: Callable[[Record], Any], categories: tuple[str, ...] | None = None) -> HistogramSpec:
+    """Return a 1-D :class:`HistogramSpec` whose axis is named like the histogram."""
+    return HistogramSpec(name, (regular_axis(bins, start, stop, name, label),), value, categories)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the classifiers enter: the categories they score, the histogram also filled after
+    the score cut, the default cut and the score binning (fine enough for ROC curves).
+
+    ``working_point``: ``fixed`` uses ``score_cut``; ``ams``: the demo applies the AMS
+    working point that ``hepsieve evaluate`` finds.
+    """
+
+    categories: tuple[str, ...]
+    cut_histogram: str
+    score_cut: float
+    score_bins: int = 50
+    working_point: str = "fixed"
+
+
+@dataclass(frozen=True)
+class Style:
+    """Plot labels: experiment (CMS, ATLAS, or any other name for a plain style), title, √s."""
+
+    experiment: str
+    title: str
+    energy_tev: float = 13.0
+
+
+@dataclass(frozen=True)
+class TextBaseline:
+    """A text file the benchmark reads with pandas (the notebook approach), headerless."""
+
+    file: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Optional helpers, as ``"module:function"`` (imported only when used)."""
+
+    toy_generator: str | None = None
+    flat_csv_writer: str | None = None
+    text_baseline: TextBaseline | None = None
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    """Training defaults: events used at most, datasets never trained on (a test split)."""
+
+    max_events: int | None = None
+    holdout_datasets: tuple[str, ...] = ()
+
+
+def _same_events(events: Record, objects: Record) -> Record:
+    return events
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Everything one physics case needs: schema, selection, features, weights, histograms, roles."""
+    """Everything one physics case needs, grouped into checked records (DESIGN.md section 3).
+
+    ``objects(events)`` is computed once per chunk on every event and handed to the selection
+    and weights; ``observables(selected_events, selected_objects)`` once on the selected
+    events, for categories, features and histograms. Either may be None: the events.
+    """
 
     name: str
-    title: str
-    experiment: str  # "CMS" or "ATLAS": plot style and label
-    tree: str
-    fileset: str  # JSON file name in hepsieve/datasets/filesets
-    event_id: str  # integer branch used for k-fold routing
-    required_branches: tuple[str, ...]
-    weights: Callable[[ak.Array, Mapping], np.ndarray]
-    selection: Callable[[ak.Array], Mapping[str, np.ndarray]]  # ordered step -> mask
-    categorize: Callable[[ak.Array], np.ndarray]  # selected events -> category name per event
-    categories: tuple[str, ...]
-    scored_categories: tuple[str, ...]
+    inputs: Inputs
+    selection: tuple[Step, ...]
+    weights: Weights
+    categories: Categories
     features: Mapping[str, FeatureSpec]
-    default_features: str
     histograms: tuple[HistogramSpec, ...]
-    cut_histogram: str  # histogram also filled after the score cut
-    score_cut: float
-    lumi_pb: float
-    toy_generator: str  # "module:function"
-    # selected events -> the record that categories, features and histograms read (once per chunk)
-    derive: Callable[[ak.Array], ak.Array] | None = None
-    # per-event training label (1 signal, 0 background) where a file mixes both; else by role
-    labels: Callable[[ak.Array], np.ndarray] | None = None
-    score_bins: int = 50  # fine binning lets ROC/AUC be computed from the score histograms
-    meta: Mapping[str, object] = field(default_factory=dict)
+    scoring: Scoring
+    style: Style
+    objects: Callable[[Record], Record] | None = None
+    observables: Callable[[Record, Record], Record] | None = None
+    labels: Callable[[Record], np.ndarray] | None = None
+    alt_inputs: tuple[Inputs, ...] = ()
+    tools: Tools = field(default_factory=Tools)
+    training: TrainingPolicy = field(default_factory=TrainingPolicy)
+
+    def __post_init__(self) -> None:
+        _check_analysis(self)
+
+    @property
+    def default_features(self) -> str:
+        """Return the name of the default feature set (the first one)."""
+        return next(iter(self.features))
 
     def feature_spec(self, name: str | None = None) -> FeatureSpec:
-        """Return the named feature set (default: ``default_features``)."""
+        """Return the named feature set (default: the first one)."""
         name = name or self.default_features
         if name not in self.features:
-            raise ConfigurationError(
-                f"analysis {self.name!r} has no feature set {name!r}; "
-                f"choose one of {sorted(self.features)}")
+            raise ConfigurationError(f"analysis {self.name!r} has no feature set {name!r}; "
+                                     f"choose one of {sorted(self.features)}")
         return self.features[name]
 
     def histogram(self, name: str) -> HistogramSpec:
         """Return the histogram definition called ``name``."""
-        return next(h for h in self.histograms if h.name == name)
+        for spec in self.histograms:
+            if spec.name == name:
+                return spec
+        raise ConfigurationError(f"analysis {self.name!r} has no histogram {name!r}")
+
+    def input_flavour(self, name: str | None) -> Inputs:
+        """Return the input flavour called ``name`` (None: the default ``inputs``)."""
+        flavours = {i.name: i for i in (self.inputs, *self.alt_inputs)}
+        if name is None:
+            return self.inputs
+        if name not in flavours:
+            raise ConfigurationError(f"analysis {self.name!r} has no input flavour {name!r}; "
+                                     f"choose one of {sorted(flavours)}")
+        return flavours[name]
+
+    def steps(self, flavour: str) -> tuple[Step, ...]:
+        """Return the selection steps that apply to the input flavour ``flavour``."""
+        return tuple(s for s in self.selection if s.inputs is None or flavour in s.inputs)
+
+    def make_objects(self, events: Record) -> Record:
+        """Return the object record of a chunk (the events themselves without an object stage)."""
+        return events if self.objects is None else self.objects(events)
+
+    def make_observables(self, events: Record, objects: Record) -> Record:
+        """Return the observables of selected events (the events without an observables stage)."""
+        return (self.observables or _same_events)(events, objects)
 
 
-def get_analysis(name: str) -> Analysis:
-    """Return the registered Analysis called ``name`` (e.g. ``"cms-hzz4l"``)."""
-    if name not in ANALYSES:
-        raise ConfigurationError(f"unknown analysis {name!r}; known: {', '.join(ANALYSES)}")
-    return load_object(ANALYSES[name])
+def _fail(analysis: Analysis, where: str, problem: str) -> None:
+    raise ConfigurationError(f"analysis {analysis.name!r}: {where}: {problem}")
 
 
-def load_object(path: str) -> object:
-    """Import ``"package.module:attribute"`` and return the attribute."""
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def _check_names(a: Analysis, where: str, names, known, what: str) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        _fail(a, where, f"{', '.join(map(repr, unknown))} not among the {what} {tuple(known)}")
+
+
+def _check_analysis(a: Analysis) -> None:
+    """Check a definition when it is built; raise ConfigurationError naming the field."""
+    if not a.name:
+        raise ConfigurationError("analysis: name must not be empty")
+    for i, flavour in enumerate((a.inputs, *a.alt_inputs)):
+        try:
+            flavour.check("inputs" if i == 0 else f"alt_inputs[{i - 1}]")
+        except ConfigurationError as err:
+            raise ConfigurationError(f"analysis {a.name!r}: {err}") from None
+    flavours = [f.name for f in (a.inputs, *a.alt_inputs)]
+    if len(set(flavours)) != len(flavours):
+        _fail(a, "alt_inputs", f"input flavour names repeat: {flavours}")
+    for step in a.selection:
+        _check_names(a, f"selection step {step.name!r}.inputs", step.inputs or (), flavours,
+                     "input flavours")
+    if len({s.label for s in a.selection}) != len(a.selection):
+        _fail(a, "selection", "step labels repeat")
+    cats = a.categories.names
+    if not cats or len(set(cats)) != len(cats):
+        _fail(a, "categories.names", f"must be unique and not empty, got {cats}")
+    _check_names(a, "scoring.categories", a.scoring.categories, cats, "categories")
+    if not a.features:
+        _fail(a, "features", "at least one feature set is needed")
+    for name, spec in a.features.items():
+        if len(spec.units) != len(spec.names):
+            _fail(a, f"features[{name!r}].units",
+                  f"{len(spec.units)} units for {len(spec.names)} features")
+    names = [h.name for h in a.histograms]
+    if len(set(names)) != len(names):
+        _fail(a, "histograms", f"histogram names repeat: {names}")
+    for spec in a.histograms:
+        if not 1 <= len(spec.axes) <= 2:
+            _fail(a, f"histograms[{spec.name!r}].axes", "1-D or 2-D histograms only")
+        _check_names(a, f"histograms[{spec.name!r}].categories", spec.categories or (), cats,
+                     "categories")
+    _check_names(a, "scoring.cut_histogram", (a.scoring.cut_histogram,), names, "histograms")
+    if a.scoring.working_point not in ("fixed", "ams"):
+        _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not 'fixed' or 'ams'")
+    if a.scoring.score_bins < 2:
+        _fail(a, "scoring.score_bins", "must be at least 2")

@@ -23,17 +23,19 @@ from coffea.processor import accumulate
 
 from hepsieve.datasets.filesets import load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import default_models_dir, load_scorers
-from hepsieve.processors.analysis import get_analysis
+from hepsieve.processors.analyses import get_analysis
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.processor import AnalysisProcessor
-from hepsieve.processors.runner import RunConfig, peak_rss_mb, run, versions
+from hepsieve.processors.provenance import peak_rss_mb, versions
+from hepsieve.processors.runner import RunConfig, run
 
 log = logging.getLogger(__name__)
 
 
 def _floor_items(analysis_name: str, data_dir: Path) -> list[tuple]:
     analysis = get_analysis(analysis_name)
-    resolved = resolve_fileset(load_fileset_spec(analysis_name), data_dir, analysis.required_branches)
+    spec = load_fileset_spec(analysis.name)
+    resolved = resolve_fileset(spec, data_dir, analysis.input_flavour(spec.get("inputs")))
     return [(dataset, path, tree, entry["metadata"]) for dataset, entry in resolved.fileset.items()
             for path, tree in entry["files"].items()]
 
@@ -48,8 +50,8 @@ def _floor_run(analysis_name: str, items: list[tuple], models_dir: Path | None, 
     proc = AnalysisProcessor(analysis, scorers)
     start, out, n = time.time(), None, 0
     for dataset, path, tree, meta in items:
-        for events in uproot.iterate(f"{path}:{tree}", analysis.required_branches,
-                                     step_size=chunksize, library="ak"):
+        branches = list(analysis.input_flavour(meta.get("inputs")).required(bool(meta.get("is_data"))))
+        for events in uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak"):
             chunk_meta = {"dataset": dataset, "filename": path, "entrystart": n, "entrystop": n,
                           "fileuuid": "", **meta}
             out = accumulate([proc.process_chunk(events, chunk_meta)], out)
@@ -86,20 +88,20 @@ def text_baseline(analysis_name: str, data_dir: Path, models_dir: Path | None,
     """Time pandas.read_csv + predict + np.histogram on ``rows`` rows; extrapolate to
     ``total_events`` (the events of the benchmark's files)."""
     analysis = get_analysis(analysis_name)
-    baseline = analysis.meta.get("text_baseline")
-    if not baseline or not (Path(data_dir) / baseline["file"]).is_file():
+    baseline = analysis.tools.text_baseline
+    if baseline is None or not (Path(data_dir) / baseline.file).is_file():
         return None
     import pandas as pd
 
-    path = Path(data_dir) / baseline["file"]
+    path = Path(data_dir) / baseline.file
     scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1,
                            names=model_names)
     start = time.perf_counter()
-    frame = pd.read_csv(path, header=None, names=list(baseline["columns"]), nrows=rows)
+    frame = pd.read_csv(path, header=None, names=list(baseline.columns), nrows=rows)
     for scorer in scorers:
         x = frame[list(scorer.feature_names)].to_numpy(np.float32)
         score = scorer.predict_fold(0, x)
-        np.histogram(score[frame["label"].to_numpy() == 1], bins=analysis.score_bins, range=(0, 1))
+        np.histogram(score[frame["label"].to_numpy() == 1], bins=analysis.scoring.score_bins, range=(0, 1))
     wall = time.perf_counter() - start
     return {"events": len(frame), "wall_s": wall, "events_per_s": len(frame) / wall,
             "extrapolated_wall_s": wall * total_events / len(frame), "extrapolated_to": total_events}

@@ -9,6 +9,8 @@ from pathlib import Path
 import hist
 import uproot
 
+from hepsieve.processors.provenance import RunRecord
+
 
 def write_histograms_root(histograms: dict[str, hist.Hist], path: Path) -> None:
     """Write one TH1 per (histogram, category, dataset) as ``<hist>/<category>/<dataset>``."""
@@ -21,7 +23,7 @@ def write_histograms_root(histograms: dict[str, hist.Hist], path: Path) -> None:
 
 
 def write_outputs(out_dir: Path, histograms: dict[str, hist.Hist] | None, cutflow: dict,
-                  provenance: dict) -> list[Path]:
+                  record: RunRecord) -> list[Path]:
     """Write every run output into ``out_dir`` and return the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -31,7 +33,7 @@ def write_outputs(out_dir: Path, histograms: dict[str, hist.Hist] | None, cutflo
         write_histograms_root(histograms, out_dir / "histograms.root")
         written += [out_dir / "histograms.pkl", out_dir / "histograms.root"]
     (out_dir / "cutflow.json").write_text(json.dumps(cutflow, indent=1))
-    (out_dir / "run.json").write_text(json.dumps(provenance, indent=1, default=str))
+    record.write(out_dir / "run.json")
     return [*written, out_dir / "cutflow.json", out_dir / "run.json"]
 
 

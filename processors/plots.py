@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from hepsieve.processors.analysis import Analysis, get_analysis
+from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.analysis import Analysis
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.metrics import roc_from_counts
 from hepsieve.processors.outputs import load_histograms
+from hepsieve.processors.provenance import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,21 @@ def experiment_label(ax, analysis: Analysis, is_toy: bool, simulation: bool = Tr
                      lumi_fb: float | None = None) -> None:
     """Draw the CMS/ATLAS label with "Simulation"/"Open Data" and "toy" when the input is toy."""
     _, hep = _pyplot()
-    if analysis.experiment not in ("CMS", "ATLAS"):
-        ax.set_title(f"{analysis.title}{' (toy)' if is_toy else ''}", loc="left", fontsize="medium")
+    style = analysis.style
+    if style.experiment not in ("CMS", "ATLAS"):
+        ax.set_title(f"{style.title}{' (toy)' if is_toy else ''}", loc="left", fontsize="medium")
         return
-    words = (["Open Data"] if analysis.experiment == "ATLAS" else []) + \
+    words = (["Open Data"] if style.experiment == "ATLAS" else []) + \
         (["Simulation"] if simulation else []) + (["toy"] if is_toy else [])
-    style = hep.cms if analysis.experiment == "CMS" else hep.atlas
-    style.label(" ".join(words), data=True, lumi=lumi_fb, com=analysis.meta.get("energy_tev", 13),
-                ax=ax, loc=0)
+    label = hep.cms if style.experiment == "CMS" else hep.atlas
+    label.label(" ".join(words), data=True, lumi=lumi_fb, com=style.energy_tev, ax=ax, loc=0)
 
 
 def use_style(analysis: Analysis):
     """Activate the mplhep style of the analysis' experiment; return pyplot."""
     plt, hep = _pyplot()
     styles = {"CMS": hep.style.CMS, "ATLAS": hep.style.ATLAS}
-    plt.style.use(styles.get(analysis.experiment, hep.style.ROOT))
+    plt.style.use(styles.get(analysis.style.experiment, hep.style.ROOT))
     return plt
 
 
@@ -57,13 +58,12 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     as points with Poisson errors over the stack, with a data/MC ratio panel.
     """
     run_dir = Path(run_dir)
-    prov_path = run_dir / "run.json"
-    if not prov_path.is_file():
+    if not (run_dir / "run.json").is_file():
         raise ConfigurationError(f"{run_dir} holds no run.json: is it the --out of `hepsieve run`?")
-    prov = json.loads(prov_path.read_text())
-    analysis = get_analysis(prov["analysis"])
+    record = RunRecord.read(run_dir)
+    analysis = get_analysis(record.analysis_ref)
     hists = load_histograms(run_dir)
-    meta = prov.get("datasets_meta", {})
+    meta = record.datasets_meta
     out = Path(out_dir or run_dir / "plots")
     out.mkdir(parents=True, exist_ok=True)
     plt = use_style(analysis)
@@ -84,13 +84,14 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
                 mc[process] = mc[process] + one if process in mc else one
             if not mc or sum(p.sum().value for p in mc.values()) == 0:
                 continue
-            fig = _stack_plot(plt, analysis, name, category, mc, roles, data, prov.get("is_toy", False))
+            fig = _stack_plot(plt, analysis, name, category, mc, roles, data, record.is_toy,
+                              record.lumi_pb)
             path = out / f"{name}_{category}.png"
             fig.savefig(path, dpi=90, bbox_inches="tight")
             plt.close(fig)
             written.append(path)
-    if {"signal", "background"} <= set(analysis.categories):
-        written += _roc_plots(plt, analysis, hists, out, prov.get("is_toy", False))
+    if {"signal", "background"} <= set(analysis.categories.names):
+        written += _roc_plots(plt, analysis, hists, out, record.is_toy)
     log.info("wrote %d plots to %s", len(written), out)
     return written
 
@@ -101,16 +102,11 @@ def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) ->
     datasets = next((list(h.axes["dataset"]) for n, h in hists.items() if n.startswith("score_")), [])
     for dataset in datasets:
         fig, ax = plt.subplots(figsize=(9, 8))
-        for name, h in hists.items():
-            if name.startswith("score_"):
-                fpr, tpr, auc = roc_from_counts(
+        rocs = {name.removeprefix("score_"): roc_from_counts(
                     h[{"dataset": dataset, "category": "signal"}].values(flow=True),
                     h[{"dataset": dataset, "category": "background"}].values(flow=True))
-                ax.plot(fpr, tpr, label=f"{name.removeprefix('score_')} (AUC = {auc:.4f})")
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set_xlabel("Background efficiency")
-        ax.set_ylabel("Signal efficiency")
-        ax.legend(title=f"{dataset}, from the score histograms", loc="lower right", fontsize="small")
+                for name, h in hists.items() if name.startswith("score_")}
+        draw_roc(ax, rocs, title=f"{dataset}, from the score histograms")
         experiment_label(ax, analysis, is_toy)
         path = out / f"roc_{dataset}.png"
         fig.savefig(path, dpi=90, bbox_inches="tight")
@@ -119,8 +115,22 @@ def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) ->
     return written
 
 
+def draw_roc(ax, curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+             styles: dict[str, str] | None = None, title: str | None = None,
+             weighted: bool = False) -> None:
+    """Draw ROC curves ``{label: (background eff., signal eff., AUC)}`` on ``ax`` (the one ROC
+    plotting function: evaluation and run plots)."""
+    for label, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, (styles or {}).get(label, "-"), label=f"{label} (AUC = {auc:.4f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    tag = " (weighted)" if weighted else ""
+    ax.set_xlabel(f"Background efficiency{tag}")
+    ax.set_ylabel(f"Signal efficiency{tag}")
+    ax.legend(title=title, loc="lower right", fontsize="small")
+
+
 def _stack_plot(plt, analysis: Analysis, name: str, category: str, mc: dict, roles: dict, data,
-                is_toy: bool):
+                is_toy: bool, lumi_pb: float | None):
     """Stacked simulation (signal on top), data points and a data/MC ratio when there is data."""
     _, hep = _pyplot()
     order = sorted(mc, key=lambda p: (roles[p] == "signal", mc[p].sum().value))
@@ -151,6 +161,7 @@ def _stack_plot(plt, analysis: Analysis, name: str, category: str, mc: dict, rol
     if name.startswith("score_"):
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(1e-3, total.values()[total.values() > 0].min() / 3))
-    ax.legend(title=f"{analysis.title}, {category}", fontsize="small")
-    experiment_label(ax, analysis, is_toy, simulation=data is None, lumi_fb=analysis.lumi_pb / 1000)
+    ax.legend(title=f"{analysis.style.title}, {category}", fontsize="small")
+    experiment_label(ax, analysis, is_toy, simulation=data is None,
+                     lumi_fb=lumi_pb / 1000 if lumi_pb else None)
     return fig

@@ -1,10 +1,13 @@
-"""The generic coffea processor: selection, weights, categories, ONNX scores and histograms."""
+"""The generic chunk pipeline (a coffea processor): objects -> selection -> weights -> categories
+-> features -> ONNX scores -> histograms, or the feature export for training."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import hist
@@ -15,27 +18,43 @@ from coffea import processor
 
 from hepsieve.processors.analysis import Analysis
 from hepsieve.processors.cutflow import Cutflow
-from hepsieve.processors.errors import HepsieveWarning
+from hepsieve.processors.errors import ConfigurationError, HepsieveWarning
 
 LABELS = {"signal": 1, "background": 0, "data": -1}
+MODES = ("histograms", "features")
 
 
 def make_histograms(analysis: Analysis, model_names: Sequence[str] = ()) -> dict[str, hist.Hist]:
-    """Return the empty output histograms: (dataset, category, physics axis), Weight storage."""
+    """Return the empty output histograms: (dataset, category, physics axes), Weight storage."""
 
-    def book(axis: hist.axis.Regular) -> hist.Hist:
+    def book(*axes: hist.axis.Regular) -> hist.Hist:
         return hist.Hist(hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
-                         hist.axis.StrCategory(list(analysis.categories), name="category",
+                         hist.axis.StrCategory(list(analysis.categories.names), name="category",
                                                label="Category"),
-                         axis, storage=hist.storage.Weight())
+                         *axes, storage=hist.storage.Weight())
 
-    out = {spec.name: book(spec.axis) for spec in analysis.histograms}
-    cut = analysis.histogram(analysis.cut_histogram)
+    out = {spec.name: book(*spec.axes) for spec in analysis.histograms}
+    cut = analysis.histogram(analysis.scoring.cut_histogram)
     for name in model_names:
-        out[f"score_{name}"] = book(hist.axis.Regular(analysis.score_bins, 0.0, 1.0, name="score",
-                                                      label=f"{name} score"))
-        out[f"{cut.name}_{name}_pass"] = book(cut.axis)
+        out[f"score_{name}"] = book(hist.axis.Regular(analysis.scoring.score_bins, 0.0, 1.0,
+                                                      name="score", label=f"{name} score"))
+        out[f"{cut.name}_{name}_pass"] = book(*cut.axes)
     return out
+
+
+@dataclass
+class Selected:
+    """One chunk after the selection: events, objects and observables of the selected events,
+    their weights, category masks and the scored events' feature columns."""
+
+    events: Any
+    observables: Any
+    weights: np.ndarray
+    categories: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray]
+    finite: np.ndarray  # over the scored events: all feature columns finite
+    scored_idx: np.ndarray  # selected-event indices that are scored (finite features)
+    event_id: np.ndarray  # of the scored events
 
 
 class AnalysisProcessor(processor.ProcessorABC):
@@ -43,7 +62,7 @@ class AnalysisProcessor(processor.ProcessorABC):
 
     ``mode="histograms"``: fill the analysis histograms, one score histogram per model
     and the cut histogram after that model's score cut (one value for all models or a
-    ``{model: cut}`` mapping; default: the analysis' ``score_cut``).
+    ``{model: cut}`` mapping; default: the analysis' ``scoring.score_cut``).
     ``mode="features"``: also write the selected, scored-category events' features to
     Parquet under ``features_dir`` (one file per chunk, named by file and entry range, so
     a retried chunk overwrites rather than duplicates).
@@ -52,121 +71,151 @@ class AnalysisProcessor(processor.ProcessorABC):
     def __init__(self, analysis: Analysis, scorers: Sequence = (), mode: str = "histograms",
                  features_dir: str | Path | None = None,
                  score_cut: float | Mapping[str, float] | None = None):
+        if mode not in MODES:
+            raise ConfigurationError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
         self.analysis = analysis
         self.scorers = list(scorers)
         self.mode = mode
         self.features_dir = None if features_dir is None else str(features_dir)
         if not isinstance(score_cut, Mapping):
             score_cut = {s.name: score_cut for s in self.scorers if score_cut is not None}
-        self.score_cut = {s.name: score_cut.get(s.name, analysis.score_cut) for s in self.scorers}
+        self.score_cut = {s.name: score_cut.get(s.name, analysis.scoring.score_cut)
+                          for s in self.scorers}
 
     def process(self, events: ak.Array) -> dict:
         """Process one coffea chunk and return its histograms, cutflow and feature files."""
         return self.process_chunk(events, events.metadata)
 
-    def process_chunk(self, events: ak.Array, meta: dict) -> dict:
+    def process_chunk(self, events: ak.Array, meta: Mapping) -> dict:
         """Process ``events`` (any awkward record array) described by ``meta``."""
-        a, dataset = self.analysis, meta["dataset"]
-        weights = a.weights(events, meta)
-        cutflow = Cutflow(dataset, weights)
-        mask = np.ones(len(events), dtype=bool)
-        for step, passed in a.selection(events).items():
-            mask &= passed
-            cutflow.add(step, mask)
-        # an all-true mask would copy every column of a large chunk for nothing
-        selected, w = (events, weights) if mask.all() else (events[mask], weights[mask])
-        if a.derive is not None:
-            selected = a.derive(selected)
-        category = a.categorize(selected)
-        for cat in a.categories:
-            cutflow.add(f"category {cat}", category == cat, w)
-
-        scored = np.isin(category, a.scored_categories)
-        columns = self._feature_columns(selected if scored.all() else selected[scored])
-        finite = np.logical_and.reduce([np.isfinite(c) for c in columns.values()]) \
-            if columns else np.ones(np.count_nonzero(scored), dtype=bool)
-        n_bad = int(np.count_nonzero(~finite))
-        if n_bad:
-            warnings.warn(f"{dataset} {meta['filename']} entries {meta['entrystart']}-"
-                          f"{meta['entrystop']}: {n_bad} event(s) with NaN/inf features are "
-                          "excluded from scoring and from the feature export", HepsieveWarning,
-                          stacklevel=2)
-        scored_idx = np.flatnonzero(scored)[finite]
-        scored_mask = np.zeros(len(w), dtype=bool)
-        scored_mask[scored_idx] = True
-        cutflow.add(f"{'+'.join(a.scored_categories)}: finite features", scored_mask, w)
-
-        out = {"histograms": self._fill(dataset, selected, w, category, columns, finite, scored_idx)}
-        out |= cutflow.as_output()
+        cutflow, sel = self._select(events, meta)
+        out = {"histograms": self._fill(meta["dataset"], sel)} | cutflow.as_output()
         if self.mode == "features":
-            out["feature_files"] = {dataset: self._export(meta, selected, w, category, columns,
-                                                          finite, scored_idx)}
+            out["feature_files"] = {meta["dataset"]: self._export(meta, sel)}
         return out
 
     def postprocess(self, accumulator: dict) -> dict:
         """Return the merged accumulator unchanged."""
         return accumulator
 
-    def _feature_columns(self, events: ak.Array) -> dict[str, np.ndarray]:
+    def _select(self, events: ak.Array, meta: Mapping) -> tuple[Cutflow, Selected]:
+        """Objects, weights and the selection steps; categories and features of the selected."""
+        a, flavour = self.analysis, meta.get("inputs")
+        objects = a.make_objects(events)
+        weights = np.asarray(a.weights.nominal(events, objects, meta), dtype=np.float64)
+        cutflow = Cutflow(meta["dataset"], weights)
+        mask = np.ones(len(events), dtype=bool)
+        for step in a.steps(flavour or a.inputs.name):
+            mask &= step.mask(events, objects)
+            cutflow.add(step.label, mask)
+        if mask.all():  # an all-true mask would copy every column of a large chunk for nothing
+            selected, sel_objects, w = events, objects, weights
+        else:
+            selected, w = events[mask], weights[mask]
+            sel_objects = selected if objects is events else objects[mask]
+        observables = a.make_observables(selected, sel_objects)
+        categories = self._categories(observables, len(w))
+        for name, rows in categories.items():
+            cutflow.add(f"category {name}", rows, w)
+        scored = np.logical_or.reduce([categories[c] for c in a.scoring.categories])
+        columns = self._feature_columns(observables if scored.all() else observables[scored])
+        finite = (np.logical_and.reduce([np.isfinite(c) for c in columns.values()]) if columns
+                  else np.ones(np.count_nonzero(scored), dtype=bool))
+        _warn_non_finite(meta, int(np.count_nonzero(~finite)))
+        scored_idx = np.flatnonzero(scored)[finite]
+        scored_mask = np.zeros(len(w), dtype=bool)
+        scored_mask[scored_idx] = True
+        cutflow.add(f"{'+'.join(a.scoring.categories)}: finite features", scored_mask, w)
+        event_field = a.input_flavour(flavour).event_id
+        event_id = ak.to_numpy(selected[event_field])[scored_idx]
+        return cutflow, Selected(selected, observables, w, categories, columns, finite,
+                                 scored_idx, event_id)
+
+    def _categories(self, observables: Any, n: int) -> dict[str, np.ndarray]:
+        """Return the category masks in the analysis' order, checked against its definition."""
+        names = self.analysis.categories.names
+        masks = self.analysis.categories.assign(observables)
+        if set(masks) != set(names):
+            raise ConfigurationError(f"analysis {self.analysis.name!r}: categories.assign returned "
+                                     f"{sorted(masks)}, not categories.names {names}")
+        masks = {c: np.asarray(masks[c], dtype=bool) for c in names}
+        if self.analysis.categories.exclusive and n and \
+                np.sum([m.astype(np.int8) for m in masks.values()], axis=0).max() > 1:
+            raise ConfigurationError(f"analysis {self.analysis.name!r}: categories overlap; "
+                                     "set Categories(exclusive=False) for overlapping regions")
+        return masks
+
+    def _feature_columns(self, observables: Any) -> dict[str, np.ndarray]:
         specs = list(self.analysis.features.values()) if self.mode == "features" else [
             self.analysis.feature_spec(s.feature_set) for s in self.scorers]
         columns: dict[str, np.ndarray] = {}
         for spec in specs:
             if not set(spec.names) <= set(columns):
-                columns |= spec.columns(events)
+                columns |= spec.columns(observables)
         return columns
 
-    def _fill(self, dataset, selected, w, category, columns, finite, scored_idx) -> dict:
+    def _fill(self, dataset: str, sel: Selected) -> dict[str, hist.Hist]:
         a = self.analysis
         hists = make_histograms(a, [s.name for s in self.scorers])
         # one fill per category with a scalar category: string-array fills cost 2x
-        in_category = {cat: category == cat for cat in a.categories}
         for spec in a.histograms:
-            value = ak.to_numpy(spec.value(selected))
-            for cat in spec.categories or a.categories:
-                rows = in_category[cat]
-                hists[spec.name].fill(dataset=dataset, category=cat,
-                                      **{spec.axis.name: value[rows]}, weight=w[rows])
-        if not self.scorers:
-            return hists
-        event_id = ak.to_numpy(selected[a.event_id])[scored_idx]
-        cut_spec = a.histogram(a.cut_histogram)
-        cut_value = ak.to_numpy(cut_spec.value(selected))[scored_idx]
-        w_scored = w[scored_idx]
-        scored_in = {cat: rows[scored_idx] for cat, rows in in_category.items()
-                     if cat in a.scored_categories}
-        all_finite = bool(finite.all())
+            values = spec.values(sel.observables)
+            for cat in spec.categories or a.categories.names:
+                rows = sel.categories[cat]
+                hists[spec.name].fill(dataset, cat, *(v[rows] for v in values), weight=sel.weights[rows])
+        if self.scorers:
+            self._fill_scores(hists, dataset, sel)
+        return hists
+
+    def _fill_scores(self, hists: dict[str, hist.Hist], dataset: str, sel: Selected) -> None:
+        a = self.analysis
+        cut_spec = a.histogram(a.scoring.cut_histogram)
+        cut_values = [v[sel.scored_idx] for v in cut_spec.values(sel.observables)]
+        w_scored = sel.weights[sel.scored_idx]
+        scored_in = {cat: sel.categories[cat][sel.scored_idx] for cat in a.scoring.categories}
+        all_finite = bool(sel.finite.all())
         for scorer in self.scorers:
             names = a.feature_spec(scorer.feature_set).names
             score = scorer.score_columns(
-                [columns[n] if all_finite else columns[n][finite] for n in names], event_id)
+                [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names],
+                sel.event_id)
             passed = score > self.score_cut[scorer.name]
             for cat, rows in scored_in.items():
-                hists[f"score_{scorer.name}"].fill(dataset=dataset, category=cat, score=score[rows],
-                                                   weight=w_scored[rows])
+                hists[f"score_{scorer.name}"].fill(dataset, cat, score[rows], weight=w_scored[rows])
                 rows = rows & passed
                 hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
-                    dataset=dataset, category=cat, **{cut_spec.axis.name: cut_value[rows]},
-                    weight=w_scored[rows])
-        return hists
+                    dataset, cat, *(v[rows] for v in cut_values), weight=w_scored[rows])
 
-    def _export(self, meta, selected, w, category, columns, finite, scored_idx) -> dict[str, int]:
+    def _labels(self, meta: Mapping, sel: Selected) -> np.ndarray:
         if self.analysis.labels is not None:
-            label = np.asarray(self.analysis.labels(selected[scored_idx]), dtype=np.int8)
-        else:
-            role = meta.get("role", "data" if meta.get("is_data") else "background")
-            label = np.full(len(scored_idx), LABELS[role], dtype=np.int8)
+            observed = sel.observables[sel.scored_idx]
+            return np.asarray(self.analysis.labels(observed), dtype=np.int8)
+        role = meta.get("role", "data" if meta.get("is_data") else "background")
+        return np.full(len(sel.scored_idx), LABELS[role], dtype=np.int8)
+
+    def _export(self, meta: Mapping, sel: Selected) -> dict[str, int]:
+        scored_names = self.analysis.scoring.categories
+        category = np.select([sel.categories[c][sel.scored_idx] for c in scored_names],
+                             list(scored_names), default="")
         table = pa.table({
-            **{n: c[finite] for n, c in columns.items()},
-            "weight": w[scored_idx],
-            "label": label,
-            "event": ak.to_numpy(selected[self.analysis.event_id])[scored_idx].astype(np.int64),
-            "category": category[scored_idx],
-            "dataset": np.full(len(scored_idx), meta["dataset"]),
+            **{n: c[sel.finite] for n, c in sel.columns.items()},
+            "weight": sel.weights[sel.scored_idx],
+            "label": self._labels(meta, sel),
+            "event": sel.event_id.astype(np.int64),
+            "category": category,
+            "dataset": np.full(len(sel.scored_idx), meta["dataset"]),
         })
-        path = Path(self.features_dir) / meta["dataset"] / (
+        path = Path(str(self.features_dir)) / meta["dataset"] / (
             f"{meta['fileuuid'] or Path(meta['filename']).stem}_"
             f"{meta['entrystart']}-{meta['entrystop']}.parquet")
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
-        return {str(path): len(scored_idx)}
+        return {str(path): len(sel.scored_idx)}
+
+
+def _warn_non_finite(meta: Mapping, n_bad: int) -> None:
+    if n_bad:
+        warnings.warn(f"{meta['dataset']} {meta.get('filename')} entries {meta.get('entrystart')}-"
+                      f"{meta.get('entrystop')}: {n_bad} event(s) with NaN/inf features are "
+                      "excluded from scoring and from the feature export", HepsieveWarning,
+                      stacklevel=3)

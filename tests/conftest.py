@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from hepsieve.processors.runner import RunConfig, run
+from hepsieve.processors import RunConfig, run
 
 TOY_EVENTS = 3000
+
+
+@pytest.fixture(scope="session")
+def toy_events() -> int:
+    """Selected events per dataset of the CMS toy."""
+    return TOY_EVENTS
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +46,15 @@ def cms_models(cms_features_run, tmp_path_factory) -> Path:
     return out
 
 
-def run_cms(data_dir: Path, out: Path, **kw):
-    """Run the CMS analysis quietly and return the RunResult."""
+def _run_cms(data_dir: Path, out: Path, **kw):
     kw.setdefault("executor", "iterative")
     return run(RunConfig("cms-hzz4l", data_dir, out, progress=False, **kw))
+
+
+@pytest.fixture(scope="session")
+def run_cms():
+    """Return a function that runs the CMS analysis quietly and returns the RunResult."""
+    return _run_cms
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow.dataset as pads
 
 from hepsieve.processors.errors import ConfigurationError, InputFileError
+from hepsieve.training.kinds import NEGATIVE_WEIGHT_POLICIES
 
 log = logging.getLogger(__name__)
-NEGATIVE_WEIGHT_POLICIES = ("zero", "keep", "abs")
 
 
 def load_features(features_dir: str | Path, feature_names: tuple[str, ...]) -> pd.DataFrame:

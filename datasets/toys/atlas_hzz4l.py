@@ -48,12 +48,11 @@ from hepsieve.datasets.toys.kinematics import (
     recoiling_parent,
     smear_pt,
 )
-from hepsieve.datasets.toys.writer import ProgressWriter
+from hepsieve.datasets.progress import ProgressWriter
+from hepsieve.processors.analyses.hzz4l_atlas import MEV, TREE
 
 log = logging.getLogger(__name__)
 
-TREE = "mini"
-MEV = 1000.0
 NEGATIVE_WEIGHT_FRACTION = {"zz": 0.02, "zjets_e": 0.08, "zjets_mu": 0.08, "ttbar": 0.05}
 DATA_RUNS = {"data_A": 297730, "data_B": 300908, "data_C": 304178, "data_D": 307126}
 EVENT_BRANCHES = {
@@ -329,9 +328,6 @@ def _write_data(rng, out: Path, spec: dict, data: list[str], chunks: list[dict],
                                         **entry["metadata"]}
 
 
-__all__ = ["TREE", "generate"]
-
-
 KAGGLE_FILES = {"llll": "llll", "ggH125_ZZ4lep": "ggH125_ZZ4lep", "data": "data"}
 
 
@@ -342,14 +338,7 @@ def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
     selection), leptons flattened as ``lep_<var>_0..3`` in GeV, ``totalWeight`` (the
     analysis weight) and ``eventNumber``; floats written with full precision.
     """
-    from hepsieve.processors.hzz4l_atlas import (
-        ANALYSIS,
-        LEPTON_FIELDS,
-        four_good_leptons,
-        good_mask,
-        lepton_table,
-        per_event_sum,
-    )
+    from hepsieve.processors.analyses.hzz4l_atlas import ANALYSIS, LEPTON_FIELDS
 
     spec = load_fileset_spec("atlas-hzz4l")
     toy_dir, out = Path(toy_dir), Path(out_dir)
@@ -361,13 +350,13 @@ def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
         for name in names:
             entry = spec["datasets"][name]
             meta = {**entry["metadata"], "lumi_pb": spec["lumi_pb"]}
-            events = uproot.open(toy_dir / entry["files"][0])[TREE].arrays(ANALYSIS.required_branches)
-            cols, counts = lepton_table(events)
-            good = good_mask(cols)
-            keep = (per_event_sum(good, counts) == 4) & ak.to_numpy(events.trigE | events.trigM)
-            four = four_good_leptons(cols, good, counts, keep)
+            branches = list(ANALYSIS.inputs.required(is_data=False))
+            events = uproot.open(toy_dir / entry["files"][0])[TREE].arrays(branches)
+            leptons = ANALYSIS.make_objects(events)
+            keep = (leptons.good_sum(1) == 4) & ak.to_numpy(events.trigE | events.trigM)
+            four = leptons[keep].four_good()
             columns = {f"lep_{f}_{i}": four[f][:, i] for f in LEPTON_FIELDS for i in range(4)}
-            columns["totalWeight"] = ANALYSIS.weights(events, meta)[keep]
+            columns["totalWeight"] = ANALYSIS.weights.nominal(events, leptons, meta)[keep]
             columns["eventNumber"] = ak.to_numpy(events.eventNumber)[keep]
             frames.append(columns)
         merged = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
@@ -380,3 +369,6 @@ def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
                                     for v in row) + "\n")
         written.append(path)
     return written
+
+
+__all__ = ["generate", "write_kaggle_csv"]

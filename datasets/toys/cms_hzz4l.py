@@ -15,7 +15,7 @@ Physics per sample (all momenta in GeV):
 * derived branches (f_mass4l, f_Z1mass, f_Z2mass, f_massjj, f_deltajj) are computed
   with `vector` from the *stored* float32 objects; -999 where undefined.
 * f_weight sums, per file, to xsec x BR x lumi x acceptance x efficiency with the
-  numbers of ``datasets/filesets/cms_hzz4l.json``; acceptance is measured by the
+  numbers of ``datasets/fileset_specs/cms_hzz4l.json``; acceptance is measured by the
   generator, efficiency is 0.95 per muon and 0.85 per electron; an event-to-event
   spread (log-normal, 10 %) mimics pile-up and scale-factor weights.
 """
@@ -40,19 +40,13 @@ from hepsieve.datasets.toys.kinematics import (
     recoiling_parent,
     smear_pt,
 )
-from hepsieve.datasets.toys.writer import ProgressWriter
-from hepsieve.processors.fourlepton import four_lepton_mass, z_pairing
+from hepsieve.datasets.progress import ProgressWriter
+from hepsieve.processors.analyses.fourlepton import four_lepton_mass, z_pairing
+from hepsieve.processors.analyses.hzz4l_cms import BRANCHES, TREE, UNDEFINED
 
 log = logging.getLogger(__name__)
 
-TREE = "HZZ4LeptonsAnalysisReduced"
-UNDEFINED = -999.0
 LEPTON_EFFICIENCY = {"mu": 0.95, "e": 0.85}
-BRANCHES = (
-    ["f_run", "f_event", "f_weight", "f_massjj", "f_deltajj", "f_mass4l", "f_Z1mass", "f_Z2mass"]
-    + [f"f_lept{i}_{v}" for i in range(1, 5) for v in ("pt", "eta", "phi")]
-    + [f"f_jet{i}_{v}" for i in range(1, 3) for v in ("pt", "eta", "phi")]
-)
 PRODUCTION = {"VBF H": "vbf", "ggH": "ggh", "ZZ": "zz", "ttH": "tth"}
 
 

@@ -21,33 +21,20 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import uproot
 import vector
 
+from hepsieve.datasets.converters import uci_test_rows, write_higgs_chunks
 from hepsieve.datasets.toys.kinematics import breit_wigner, decay_two_body, p4_from_rapidity
-from hepsieve.datasets.toys.writer import ProgressWriter
+from hepsieve.datasets.progress import ProgressWriter
+from hepsieve.processors.analyses.higgs_uci import COLUMNS
 
 log = logging.getLogger(__name__)
 
-TREE = "higgs"
-LOW_LEVEL = ("lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude",
-             "missing_energy_phi", *(f"jet{i}_{v}" for i in range(1, 5)
-                                     for v in ("pt", "eta", "phi", "btag")))
-HIGH_LEVEL = ("m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb")
-COLUMNS = ("label", *LOW_LEVEL, *HIGH_LEVEL)
 BTAG_LEVELS = np.array([0.0, 1.0865380764007568, 2.1730761528015137])
 SCALE_GEV = {"lepton_pT": 60.0, "missing_energy_magnitude": 60.0, "jet1_pt": 110.0,
              "jet2_pt": 80.0, "jet3_pt": 60.0, "jet4_pt": 40.0, "m_jj": 80.0, "m_jjj": 180.0,
              "m_lv": 80.0, "m_jlv": 160.0, "m_bb": 130.0, "m_wbb": 300.0, "m_wwbb": 420.0}
-UCI_ROWS, UCI_TEST_ROWS = 11_000_000, 500_000
 W_MASS, W_WIDTH, TOP_MASS, TOP_WIDTH = 80.4, 2.1, 172.5, 1.4
-
-
-def uci_test_rows(n_rows: int) -> int:
-    """Return the size of the test split: 500 000 of 11M rows, the same fraction below."""
-    return UCI_TEST_ROWS if n_rows >= UCI_ROWS else int(round(n_rows * UCI_TEST_ROWS / UCI_ROWS))
 
 
 def _where(cond, a, b):
@@ -158,56 +145,6 @@ def generate_rows(rng: np.random.Generator, n_rows: int, batch: int = 250_000):
         yield cols
 
 
-def _write_chunk(out: Path, fmt: str, name: str, cols: dict[str, np.ndarray]) -> None:
-    if fmt == "root":
-        with uproot.recreate(out / f"{name}.root", compression=uproot.LZ4(1)) as fout:
-            fout[TREE] = cols
-    else:
-        pq.write_table(pa.table(cols), out / f"{name}.parquet")
-
-
-def write_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000_000,
-                 progress: ProgressWriter | None = None) -> list[str]:
-    """Write UCI-column batches to ``HIGGS_{train,test}_<i>`` chunk files; return their names.
-
-    Values are stored as float32 (label as float32 0/1 like UCI), ``event`` as int64 row number.
-    """
-    n_test = uci_test_rows(n_rows)
-    names, buffer, buffered, row = [], {}, 0, 0
-    counters = {"train": 0, "test": 0}
-
-    def flush(split):
-        nonlocal buffer, buffered
-        if not buffered:
-            return
-        cols = {k: np.concatenate(v) for k, v in buffer.items()}
-        name = f"HIGGS_{split}_{counters[split]:03d}"
-        counters[split] += 1
-        _write_chunk(out, fmt, name, cols)
-        names.append(f"{name}.{fmt}")
-        buffer, buffered = {}, 0
-
-    for cols in rows:
-        start = 0
-        size = len(cols["label"])
-        while start < size:
-            split = "test" if row >= n_rows - n_test else "train"
-            limit = (n_rows - n_test) if split == "train" else n_rows
-            take = min(size - start, chunk_rows - buffered, limit - row)
-            part = {k: v[start:start + take].astype(np.float32) for k, v in cols.items()}
-            part["event"] = np.arange(row, row + take, dtype=np.int64)
-            for k, v in part.items():
-                buffer.setdefault(k, []).append(v)
-            buffered += take
-            row += take
-            start += take
-            if buffered == chunk_rows or row == limit:
-                flush(split)
-            if progress:
-                progress.advance(take)
-    return names
-
-
 def write_uci_csv(path: Path, rows) -> int:
     """Write rows in the UCI text format (no header, label first, ``%.18e``); return the rows."""
     n = 0
@@ -233,7 +170,7 @@ def generate(out_dir: str | Path, events: int = 100_000, seed: int = 1,
                 write_uci_csv(out / "HIGGS.csv.gz", (bar.advance(len(r["label"])) or r for r in rows))
                 files["csv"] = ["HIGGS.csv.gz"]
             else:
-                files[fmt] = write_chunks(out, rows, events, fmt, chunk_rows, progress=bar)
+                files[fmt] = write_higgs_chunks(out, rows, events, fmt, chunk_rows, progress=bar)
     (out / "toy.json").write_text(json.dumps({
         "analysis": "higgs-uci", "generator": __name__, "seed": seed, "events": events,
         "test_rows": uci_test_rows(events), "scale_gev": SCALE_GEV, "files": files}, indent=2))

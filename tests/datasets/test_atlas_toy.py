@@ -9,7 +9,8 @@ import uproot
 
 from hepsieve.datasets import load_fileset_spec
 from hepsieve.datasets.converters import csv_to_parquet
-from hepsieve.datasets.toys.atlas_hzz4l import TREE, write_kaggle_csv
+from hepsieve.datasets.toys.atlas_hzz4l import write_kaggle_csv
+from hepsieve.processors.analyses.hzz4l_atlas import TREE
 from hepsieve.processors import InputFileError
 
 SPEC = load_fileset_spec("atlas-hzz4l")

@@ -8,7 +8,8 @@ import uproot
 import vector
 
 from hepsieve.datasets import load_fileset_spec
-from hepsieve.datasets.toys.cms_hzz4l import BRANCHES, TREE, generate
+from hepsieve.datasets.toys.cms_hzz4l import generate
+from hepsieve.processors.analyses.hzz4l_cms import BRANCHES, TREE
 from hepsieve.datasets.toys.kinematics import ELECTRON_MASS_GEV, MUON_MASS_GEV, Z_MASS_GEV
 
 
@@ -25,7 +26,7 @@ def lepton_vector(events, i, mass):
 
 def test_schema_is_the_26_confirmed_branches(cms_toy_dir):
     tree = uproot.open(cms_toy_dir / "VBF_HToZZTo4mu.root")[TREE]
-    assert list(tree.keys()) == BRANCHES and len(BRANCHES) == 26
+    assert tuple(tree.keys()) == BRANCHES and len(BRANCHES) == 26
     assert tree["f_event"].interpretation.from_dtype.kind == "i"
     assert tree["f_run"].interpretation.from_dtype.kind == "i"
     assert tree["f_mass4l"].interpretation.from_dtype == np.dtype(">f4")

@@ -7,7 +7,9 @@ import pytest
 import uproot
 
 from hepsieve.datasets.converters import higgs_csv_to_chunks
-from hepsieve.datasets.toys.higgs_uci import BTAG_LEVELS, COLUMNS, SCALE_GEV, TREE, uci_test_rows
+from hepsieve.datasets.converters import uci_test_rows
+from hepsieve.datasets.toys.higgs_uci import BTAG_LEVELS, SCALE_GEV
+from hepsieve.processors.analyses.higgs_uci import COLUMNS, TREE
 from hepsieve.processors import InputFileError
 
 

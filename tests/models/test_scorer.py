@@ -10,7 +10,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from hepsieve.models import ModelCard, OnnxScorer, load_scorers
-from hepsieve.processors import ModelCardError, get_analysis
+from hepsieve.processors import ModelCardError
+from hepsieve.processors.analyses import get_analysis
 
 ANALYSIS = get_analysis("cms-hzz4l")
 
@@ -32,9 +33,9 @@ def test_each_event_scored_only_by_the_other_folds_model(cms_models, features):
         np.testing.assert_array_equal(score[rows], scorer.predict_fold(fold, x[rows]))
         assert not np.allclose(score[rows], scorer.predict_fold(1 - fold, x[rows]))
         # the model applied to fold i was trained on the events of the other fold only
-        card_fold = scorer.card.data["folds"][fold]
-        assert card_fold["trained_on"] == f"event % 2 != {fold}"
-        assert card_fold["n_train"] == int(np.count_nonzero(event % 2 != fold))
+        card_fold = scorer.card.folds[fold]
+        assert card_fold.trained_on == f"event % 2 != {fold}"
+        assert card_fold.n_train == int(np.count_nonzero(event % 2 != fold))
 
 
 def test_column_path_equals_matrix_path_across_batches(cms_models, features, monkeypatch):
@@ -90,7 +91,7 @@ def test_card_for_other_analysis_or_incomplete_is_rejected(cms_models, tmp_path)
     del card["folds"]
     (tmp_path / "m" / "mlp.json").write_text(json.dumps(card))
     with pytest.raises(ModelCardError, match="missing key 'folds'"):
-        ModelCard.load(tmp_path / "m" / "mlp.json")
+        ModelCard.read(tmp_path / "m" / "mlp.json")
 
 
 def test_wrong_input_shape_is_a_clear_error(cms_models):

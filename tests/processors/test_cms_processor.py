@@ -9,15 +9,19 @@ import pytest
 import uproot
 
 from hepsieve.datasets import load_fileset_spec
-from hepsieve.datasets.toys.cms_hzz4l import TREE
+from hepsieve.processors.analyses.hzz4l_cms import TREE
 from hepsieve.processors import HepsieveWarning, InputFileError, ModelCardError
 from hepsieve.processors.processor import AnalysisProcessor
-from hepsieve.processors.runner import make_executor, metadata_cache, peak_rss_mb
-from tests.conftest import TOY_EVENTS, run_cms
+from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.executors import make_executor
+from hepsieve.processors.provenance import peak_rss_mb
+from hepsieve.processors.runner import metadata_cache
+
+TOY_EVENTS = 3000  # the conftest's CMS toy size
 
 
 @pytest.fixture(scope="module")
-def hist_run(cms_toy_dir, cms_models, tmp_path_factory):
+def hist_run(run_cms, cms_toy_dir, cms_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("cms_hists")
     return run_cms(cms_toy_dir, out, models_dir=cms_models, chunksize=2000), out
 
@@ -99,7 +103,7 @@ def _summary(result):
 
 @pytest.mark.parametrize(("executor", "chunksize"), [("iterative", 700), ("futures", 2000),
                                                      ("dask", 1500)])
-def test_executors_and_chunksizes_agree(hist_run, cms_toy_dir, cms_models, tmp_path, executor,
+def test_executors_and_chunksizes_agree(run_cms, hist_run, cms_toy_dir, cms_models, tmp_path, executor,
                                         chunksize, capsys):
     reference, _ = hist_run  # iterative, chunksize 2000
     result = run_cms(cms_toy_dir, tmp_path, models_dir=cms_models, executor=executor, workers=2,
@@ -137,20 +141,18 @@ def test_local_dask_and_futures_workers_are_tuned_and_warmed():
         assert len(ex.pool._processes) == 2
 
 
-def test_preflight_gives_coffea_its_file_metadata(hist_run, cms_toy_dir, cms_models, higgs_toy_dir,
+def test_preflight_gives_coffea_its_file_metadata(run_cms, hist_run, cms_toy_dir, cms_models, higgs_toy_dir,
                                                   tmp_path, monkeypatch):
     from coffea.processor import Runner
 
     from hepsieve.datasets import resolve_fileset
-    from hepsieve.processors.analysis import get_analysis
-
     def resolve(name, data_dir):
-        return resolve_fileset(load_fileset_spec(name), data_dir, get_analysis(name).required_branches)
+        return resolve_fileset(load_fileset_spec(name), data_dir, get_analysis(name).inputs)
 
     resolved = resolve("cms-hzz4l", cms_toy_dir)
     # TTrees: the needed branches are read in one pass per chunk; RNTuples: column by column
     assert {tuple(v["preload"]) for v in resolved.fileset.values()} == {
-        get_analysis("cms-hzz4l").required_branches}
+        tuple(get_analysis("cms-hzz4l").inputs.required(is_data=False))}
     assert not any("preload" in v for v in resolve("higgs-uci", higgs_toy_dir).fileset.values())
     cache = metadata_cache(resolved, TREE)
     assert len(cache) == sum(len(v["files"]) for v in resolved.fileset.values()) > 1
@@ -186,7 +188,7 @@ def test_feature_export_rows_match_cutflow(cms_features_run):
     assert np.all(labels[np.char.startswith(datasets.astype(str), "VBF")] == 1)
 
 
-def test_card_feature_mismatch_fails_before_any_chunk(cms_toy_dir, cms_models, tmp_path, monkeypatch):
+def test_card_feature_mismatch_fails_before_any_chunk(run_cms, cms_toy_dir, cms_models, tmp_path, monkeypatch):
     bad = tmp_path / "models"
     shutil.copytree(cms_models, bad)
     card = json.loads((bad / "mlp.json").read_text())
@@ -209,14 +211,14 @@ def _copy_toys(src, dst, only=("VBF_HToZZTo4mu", "ZZTo4mu")):
     return list(only)
 
 
-def test_missing_file_error_names_it(cms_toy_dir, tmp_path):
+def test_missing_file_error_names_it(run_cms, cms_toy_dir, tmp_path):
     datasets = _copy_toys(cms_toy_dir, tmp_path / "d")
     (tmp_path / "d" / "ZZTo4mu.root").unlink()
     with pytest.raises(InputFileError, match=r"ZZTo4mu\.root: file not found"):
         run_cms(tmp_path / "d", tmp_path / "out", datasets=datasets)
 
 
-def test_truncated_file_error_and_skip_lists_it(cms_toy_dir, tmp_path):
+def test_truncated_file_error_and_skip_lists_it(run_cms, cms_toy_dir, tmp_path):
     datasets = _copy_toys(cms_toy_dir, tmp_path / "d")
     path = tmp_path / "d" / "ZZTo4mu.root"
     path.write_bytes(path.read_bytes()[:5000])
@@ -229,7 +231,7 @@ def test_truncated_file_error_and_skip_lists_it(cms_toy_dir, tmp_path):
     assert prov["skipped_files"] == result.provenance["skipped_files"]
 
 
-def test_wrong_tree_and_missing_branch_errors(cms_toy_dir, tmp_path):
+def test_wrong_tree_and_missing_branch_errors(run_cms, cms_toy_dir, tmp_path):
     d = tmp_path / "d"
     d.mkdir()
     events = uproot.open(cms_toy_dir / "ZZTo4mu.root")[TREE].arrays(library="np")
@@ -243,7 +245,7 @@ def test_wrong_tree_and_missing_branch_errors(cms_toy_dir, tmp_path):
         run_cms(d, tmp_path / "out", datasets=["ZZTo4mu"])
 
 
-def test_nan_features_are_counted_warned_and_not_scored(cms_toy_dir, cms_models, tmp_path):
+def test_nan_features_are_counted_warned_and_not_scored(run_cms, cms_toy_dir, cms_models, tmp_path):
     d = tmp_path / "d"
     d.mkdir()
     events = uproot.open(cms_toy_dir / "VBF_HToZZTo4mu.root")[TREE].arrays(library="np")
@@ -261,7 +263,7 @@ def test_nan_features_are_counted_warned_and_not_scored(cms_toy_dir, cms_models,
     assert score.sum(flow=True).value == pytest.approx(steps["vbf: finite features"]["sumw"])
 
 
-def test_checkpointed_rerun_reads_chunks_back_and_gives_same_result(cms_toy_dir, tmp_path,
+def test_checkpointed_rerun_reads_chunks_back_and_gives_same_result(run_cms, cms_toy_dir, tmp_path,
                                                                    monkeypatch):
     kw = dict(datasets=["VBF_HToZZTo4e", "ZZTo4e"], chunksize=1000, checkpoint=tmp_path / "ckpt")
     first = run_cms(cms_toy_dir, tmp_path / "a", **kw)

@@ -5,11 +5,11 @@ import pytest
 import uproot
 from sklearn.metrics import roc_auc_score
 
-from hepsieve.datasets.toys.higgs_uci import TREE
+from hepsieve.processors.analyses.higgs_uci import TREE
 from hepsieve.models import OnnxScorer
-from hepsieve.processors import get_analysis
+from hepsieve.processors.analyses import get_analysis
 from hepsieve.processors.metrics import roc_from_counts
-from hepsieve.processors.runner import RunConfig, run
+from hepsieve.processors import RunConfig, run
 
 
 def test_roc_from_counts_equals_sklearn_with_ties():

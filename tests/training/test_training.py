@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from hepsieve.processors import ConfigurationError, HepsieveError, get_analysis
+from hepsieve.processors import ConfigurationError, HepsieveError
+from hepsieve.processors.analyses import get_analysis
 from hepsieve.training.data import fold_masks, training_weights
 from hepsieve.training.evaluate import evaluate, threshold_metrics
 from hepsieve.training.mlp import build_mlp, mlp_to_onnx, predict_mlp
-from hepsieve.training.train import MODEL_KINDS, verify_onnx
+from hepsieve.training.kinds import MODEL_KINDS
+from hepsieve.training.train import verify_onnx
 
 
 def test_training_weights_balance_classes_and_handle_negatives():
@@ -102,14 +104,15 @@ def test_evaluate_writes_metrics_and_plots(cms_features_run, cms_models, tmp_pat
 
 
 def test_ams_formula_and_scan():
-    from hepsieve.training.evaluate import ams, ams_scan
+    from hepsieve.processors.metrics import CumulativeYields, ams
+    from hepsieve.training.evaluate import ams_scan
 
     s, b, breg = 10.0, 100.0, 1e-3
     expected = np.sqrt(2 * ((s + b + breg) * np.log(1 + s / (b + breg)) - s))
     assert ams(np.array([s]), np.array([b]))[0] == pytest.approx(expected)
     y = np.array([1] * 50 + [0] * 50)
     score = np.concatenate([np.linspace(0.55, 1, 50), np.linspace(0, 0.7, 50)])
-    scan = ams_scan(y, score, np.full(100, 2.0))
+    scan = ams_scan(CumulativeYields.from_scores(score, y == 1, np.full(100, 2.0)))
     assert 0.69 <= scan["working_point"] <= 0.71  # above it: signal only
     assert scan["best_ams"] == pytest.approx(max(scan["ams"]))
 
@@ -117,13 +120,13 @@ def test_ams_formula_and_scan():
 def test_hgb_thresholds_made_float32_exact_without_changing_predictions():
     import onnxruntime as ort
 
-    from hepsieve.training.forest import fit_forest, forest_to_onnx, make_classifier, predict_forest
+    from hepsieve.training.trees import fit_trees, make_classifier, predict_trees, trees_to_onnx
 
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(100_000, 4)) * np.array([1, 100, 1e3, 0.01])).astype(np.float32)
     y = (x[:, 0] + x[:, 1] / 100 + rng.normal(size=len(x)) > 0).astype(int)
     raw = make_classifier("hgb", 1, max_iter=40).fit(x, y)
-    clf = fit_forest(x, y, np.ones(len(y)), 1, "hgb", max_iter=40)
+    clf = fit_trees(x, y, np.ones(len(y)), 1, "hgb", max_iter=40)
     np.testing.assert_array_equal(clf.predict_proba(x), raw.predict_proba(x))
-    onnx_scores = ort.InferenceSession(forest_to_onnx(clf, 4)).run(["probabilities"], {"features": x})[0]
-    assert np.max(np.abs(onnx_scores[:, 1] - predict_forest(clf, x))) < 1e-6
+    onnx_scores = ort.InferenceSession(trees_to_onnx(clf, 4)).run(["probabilities"], {"features": x})[0]
+    assert np.max(np.abs(onnx_scores[:, 1] - predict_trees(clf, x))) < 1e-6

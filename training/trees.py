@@ -21,10 +21,10 @@ def make_classifier(kind: str, seed: int, **hyper) -> ClassifierMixin:
     if kind == "ada":
         stump = DecisionTreeClassifier(max_depth=1)
         return AdaBoostClassifier(stump, **({"n_estimators": 200} | hyper), random_state=seed)
-    raise ValueError(kind)
+    raise ValueError(f"unknown tree kind {kind!r}; choose rf, hgb or ada")
 
 
-def fit_forest(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, kind: str = "rf",
+def fit_trees(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, kind: str = "rf",
                **hyper) -> ClassifierMixin:
     """Return the classifier fitted with per-event weights (trees need no input scaling)."""
     clf = make_classifier(kind, seed, **hyper).fit(x, y, sample_weight=w)
@@ -49,7 +49,7 @@ def _float32_thresholds(clf: HistGradientBoostingClassifier) -> None:
             tree.nodes["num_threshold"] = t32.astype(np.float64)
 
 
-def predict_forest(clf: ClassifierMixin, x: np.ndarray) -> np.ndarray:
+def predict_trees(clf: ClassifierMixin, x: np.ndarray) -> np.ndarray:
     """Return the native P(signal)."""
     return clf.predict_proba(np.asarray(x, dtype=np.float32))[:, 1]
 
@@ -71,7 +71,7 @@ def _coerce_missing_value_flags() -> None:
     tree_ensemble.add_node = add_node
 
 
-def forest_to_onnx(clf: ClassifierMixin, n_features: int) -> bytes:
+def trees_to_onnx(clf: ClassifierMixin, n_features: int) -> bytes:
     """Export to ONNX: input ``features`` (float32), output ``probabilities`` (column 1 = signal)."""
     if isinstance(clf, HistGradientBoostingClassifier):
         _coerce_missing_value_flags()

@@ -1,4 +1,4 @@
-"""Progress reporting shared by the toy generators."""
+"""Progress bars shared by the toy generators and converters."""
 
 from __future__ import annotations
 
