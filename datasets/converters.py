@@ -19,8 +19,9 @@ from hepsieve.processors.errors import InputFileError
 log = logging.getLogger(__name__)
 
 
-def csv_to_parquet(src: str | Path, dst: str | Path, event_id: str | None = None,
-                   block_size: int = 1 << 24) -> int:
+def csv_to_parquet(
+    src: str | Path, dst: str | Path, event_id: str | None = None, block_size: int = 1 << 24
+) -> int:
     """Convert ``src`` CSV (header row; ``.gz`` read on the fly) to ``dst``; return the rows.
 
     If ``event_id`` is given and the CSV lacks that column, the row number is added
@@ -62,9 +63,14 @@ def count_lines(src: Path) -> int:
         return sum(block.count(b"\n") for block in iter(lambda: fin.read(1 << 24), b""))
 
 
-def higgs_csv_to_chunks(src: str | Path, out_dir: str | Path, fmt: str = "root",
-                        chunk_rows: int = 1_000_000, rows: int | None = None,
-                        block_size: int = 1 << 26) -> list[str]:
+def higgs_csv_to_chunks(
+    src: str | Path,
+    out_dir: str | Path,
+    fmt: str = "root",
+    chunk_rows: int = 1_000_000,
+    rows: int | None = None,
+    block_size: int = 1 << 26,
+) -> list[str]:
     """Convert the UCI ``HIGGS.csv(.gz)`` into ``HIGGS_{train,test}_<i>`` ROOT/Parquet chunks.
 
     Streams the text (a first pass counts the rows unless ``rows`` is given, so the last
@@ -86,8 +92,9 @@ def higgs_csv_to_chunks(src: str | Path, out_dir: str | Path, fmt: str = "root",
             for batch in pacsv.open_csv(src, read_options=options, convert_options=convert):
                 yield {c: batch.column(c).to_numpy() for c in COLUMNS}
         except pa.ArrowInvalid as err:
-            raise InputFileError(f"{src}: not in the UCI HIGGS layout (29 numeric columns, "
-                                 f"no header): {err}") from None
+            raise InputFileError(
+                f"{src}: not in the UCI HIGGS layout (29 numeric columns, no header): {err}"
+            ) from None
 
     names = write_higgs_chunks(out, batches(), n_rows, fmt, chunk_rows)
     log.info("converted %s -> %d %s chunks in %s", src, len(names), fmt, out)
@@ -96,7 +103,7 @@ def higgs_csv_to_chunks(src: str | Path, out_dir: str | Path, fmt: str = "root",
 
 def uci_test_rows(n_rows: int) -> int:
     """Return the size of the test split: 500 000 of 11M rows, the same fraction below."""
-    return UCI_TEST_ROWS if n_rows >= UCI_ROWS else int(round(n_rows * UCI_TEST_ROWS / UCI_ROWS))
+    return UCI_TEST_ROWS if n_rows >= UCI_ROWS else round(n_rows * UCI_TEST_ROWS / UCI_ROWS)
 
 
 def _write_chunk(out: Path, fmt: str, name: str, cols: dict[str, np.ndarray]) -> None:
@@ -107,45 +114,61 @@ def _write_chunk(out: Path, fmt: str, name: str, cols: dict[str, np.ndarray]) ->
         pq.write_table(pa.table(cols), out / f"{name}.parquet")
 
 
-def write_higgs_chunks(out: Path, rows, n_rows: int, fmt: str, chunk_rows: int = 1_000_000,
-                       progress: ProgressWriter | None = None) -> list[str]:
+class _ChunkBuffer:
+    """Buffers rows of one split and writes them as ``HIGGS_<split>_<i>`` chunk files."""
+
+    def __init__(self, out: Path, fmt: str, splits: tuple[str, ...]):
+        self.out, self.fmt, self.splits = out, fmt, splits
+        self.names: list[str] = []
+        self.buffer: dict[str, list[np.ndarray]] = {}
+        self.buffered = 0
+        self.counters = {"train": 0, "test": 0}
+
+    def add(self, part: dict[str, np.ndarray]) -> None:
+        for k, v in part.items():
+            self.buffer.setdefault(k, []).append(v)
+        self.buffered += len(part["event"])
+
+    def flush(self, split: str) -> None:
+        if not self.buffered:
+            return
+        name = f"HIGGS_{split}_{self.counters[split]:03d}"
+        self.counters[split] += 1
+        if split in self.splits:
+            _write_chunk(self.out, self.fmt, name, {k: np.concatenate(v) for k, v in self.buffer.items()})
+            self.names.append(f"{name}.{self.fmt}")
+        self.buffer, self.buffered = {}, 0
+
+
+def write_higgs_chunks(
+    out: Path,
+    rows,
+    n_rows: int,
+    fmt: str,
+    chunk_rows: int = 1_000_000,
+    progress: ProgressWriter | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
+) -> list[str]:
     """Write UCI-column batches to ``HIGGS_{train,test}_<i>`` chunk files; return their names.
 
     The one writer of the HIGGS chunk layout (the converter and the toy generator both use
     it). Values are stored as float32 (label as float32 0/1 like UCI), ``event`` as the int64
-    row number; the last ``uci_test_rows(n_rows)`` rows go to the test chunks.
+    row number; the last ``uci_test_rows(n_rows)`` rows go to the test chunks. Only the chunks
+    of ``splits`` are written (the rows and their numbers stay those of the whole file).
     """
-    n_test = uci_test_rows(n_rows)
-    names, buffer, buffered, row = [], {}, 0, 0
-    counters = {"train": 0, "test": 0}
-
-    def flush(split):
-        nonlocal buffer, buffered
-        if not buffered:
-            return
-        cols = {k: np.concatenate(v) for k, v in buffer.items()}
-        name = f"HIGGS_{split}_{counters[split]:03d}"
-        counters[split] += 1
-        _write_chunk(out, fmt, name, cols)
-        names.append(f"{name}.{fmt}")
-        buffer, buffered = {}, 0
-
+    n_train = n_rows - uci_test_rows(n_rows)
+    chunks, row = _ChunkBuffer(out, fmt, splits), 0
     for cols in rows:
-        start = 0
-        size = len(cols["label"])
+        start, size = 0, len(cols["label"])
         while start < size:
-            split = "test" if row >= n_rows - n_test else "train"
-            limit = (n_rows - n_test) if split == "train" else n_rows
-            take = min(size - start, chunk_rows - buffered, limit - row)
-            part = {k: v[start:start + take].astype(np.float32) for k, v in cols.items()}
+            split, limit = ("train", n_train) if row < n_train else ("test", n_rows)
+            take = min(size - start, chunk_rows - chunks.buffered, limit - row)
+            part = {k: v[start : start + take].astype(np.float32) for k, v in cols.items()}
             part["event"] = np.arange(row, row + take, dtype=np.int64)
-            for k, v in part.items():
-                buffer.setdefault(k, []).append(v)
-            buffered += take
-            row += take
-            start += take
-            if buffered == chunk_rows or row == limit:
-                flush(split)
+            chunks.add(part)
+            row, start = row + take, start + take
+            if chunks.buffered == chunk_rows or row == limit:
+                chunks.flush(split)
             if progress:
                 progress.advance(take)
-    return names
+    return chunks.names

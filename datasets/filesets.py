@@ -31,7 +31,8 @@ def load_fileset_spec(name_or_path: str | Path) -> dict:
         if not path.is_file():
             raise ConfigurationError(
                 f"no shipped fileset {str(name_or_path)!r} (shipped: {', '.join(builtin_filesets())}); "
-                "pass --fileset with the path of your fileset JSON")
+                "pass --fileset with the path of your fileset JSON"
+            )
     if not path.is_file():
         raise ConfigurationError(f"fileset {path} does not exist")
     try:
@@ -42,6 +43,16 @@ def load_fileset_spec(name_or_path: str | Path) -> dict:
         if key not in spec:
             raise ConfigurationError(f"fileset {path} has no {key!r} entry")
     return spec
+
+
+def select_datasets(spec: dict, names: list[str] | None) -> list[str]:
+    """Return ``names`` (all datasets of ``spec`` when None); ConfigurationError naming unknown ones."""
+    if not names:
+        return list(spec["datasets"])
+    unknown = sorted(set(names) - set(spec["datasets"]))
+    if unknown:
+        raise ConfigurationError(f"unknown dataset(s) {unknown}; known: {sorted(spec['datasets'])}")
+    return list(names)
 
 
 @dataclass
@@ -65,7 +76,7 @@ def _check_parquet(path: Path, columns: tuple[str, ...]) -> dict:
     """Return the rows and id of a Parquet file; raise InputFileError naming the problem."""
     try:
         meta = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises several types for damaged files
+    except Exception as err:  # noqa: BLE001 (pyarrow raises several types for damaged files)
         raise InputFileError(f"{path}: cannot be read as Parquet ({type(err).__name__}: {err})") from None
     missing = [c for c in columns if c not in meta.schema_arrow.names]
     if missing:
@@ -75,8 +86,11 @@ def _check_parquet(path: Path, columns: tuple[str, ...]) -> dict:
 
 
 def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "root") -> dict:
-    """Return the entries of ``tree`` in ``path`` and the file's UUID, as coffea's
-    preprocessing does; raise InputFileError naming the problem."""
+    """Return the entries and UUID of one file; InputFileError naming any problem.
+
+    Return the entries of ``tree`` in ``path`` and the file's UUID, as coffea's
+    preprocessing does; raise InputFileError naming the problem.
+    """
     if not path.is_file():
         raise InputFileError(f"{path}: file not found")
     if fmt == "parquet":
@@ -90,11 +104,14 @@ def _check_file(path: Path, tree: str, branches: tuple[str, ...], fmt: str = "ro
             missing = [b for b in branches if b not in ttree]
             if missing:
                 raise InputFileError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
-            return {"numentries": int(ttree.num_entries), "uuid": fin.file.fUUID,
-                    "ttree": isinstance(ttree, uproot.TTree)}
+            return {
+                "numentries": int(ttree.num_entries),
+                "uuid": fin.file.fUUID,
+                "ttree": isinstance(ttree, uproot.TTree),
+            }
     except InputFileError:
         raise
-    except Exception as err:  # uproot raises many types for damaged files
+    except Exception as err:  # noqa: BLE001 (uproot raises many types for damaged files)
         raise InputFileError(f"{path}: cannot be read as ROOT ({type(err).__name__}: {err})") from None
 
 
@@ -112,8 +129,53 @@ def _expand(data_dir: Path, names: list[str], dataset: str) -> list[str]:
     return out
 
 
-def resolve_fileset(spec: dict, data_dir: str | Path, inputs: Inputs,
-                    datasets: list[str] | None = None, skip_bad_files: bool = False) -> ResolvedFileset:
+def _resolve_dataset(
+    out: ResolvedFileset, spec: dict, data_dir: Path, name: str, inputs: Inputs, skip_bad_files: bool
+) -> None:
+    """Check the files of dataset ``name`` and add the readable ones to ``out``."""
+    entry = spec["datasets"][name]
+    meta = dict(entry.get("metadata", {}))
+    meta["inputs"] = inputs.name
+    required = tuple(inputs.required(bool(meta.get("is_data"))))
+    files, entries, ttrees = {}, 0, True
+    for fname in _expand(data_dir, entry["files"], name):
+        path = (data_dir / fname).resolve()
+        if not path.exists() and meta.get("optional"):
+            out.skipped.append(f"{path} (optional dataset {name} absent)")
+            log.warning("optional dataset %s: %s not found, left out", name, path)
+            continue
+        try:
+            file_meta = _check_file(path, spec["tree"], required, spec.get("format", "root"))
+        except InputFileError as err:
+            if not skip_bad_files:
+                raise
+            out.skipped.append(str(err))
+            log.warning("skipping bad file: %s", err)
+            continue
+        files[str(path)] = spec["tree"]
+        ttrees &= file_meta.pop("ttree", False)
+        out.file_meta[str(path)] = file_meta
+        entries += file_meta["numentries"]
+    if not files:
+        return
+    meta.setdefault("lumi_pb", spec.get("lumi_pb"))
+    out.fileset[name] = {"files": files, "metadata": meta}
+    if ttrees:
+        # coffea reads these in one pass per chunk instead of one lazy read per column
+        # and buffer (a jagged branch was read twice, for its offsets and its content):
+        # ATLAS, 1M events: ~20 % less CPU. (RNTuples, like the UCI HIGGS files, gain
+        # nothing and uproot deprecates the branch filter coffea would use on them.)
+        out.fileset[name]["preload"] = list(required)
+    out.entries[name] = entries
+
+
+def resolve_fileset(
+    spec: dict,
+    data_dir: str | Path,
+    inputs: Inputs,
+    datasets: list[str] | None = None,
+    skip_bad_files: bool = False,
+) -> ResolvedFileset:
     """Check every file of ``spec`` under ``data_dir`` and return the coffea fileset.
 
     Bad files raise :class:`InputFileError` unless ``skip_bad_files``, in which case they are
@@ -124,46 +186,12 @@ def resolve_fileset(spec: dict, data_dir: str | Path, inputs: Inputs,
     if not data_dir.is_dir():
         raise ConfigurationError(
             f"data directory {data_dir} does not exist; make toys with "
-            f"`hepsieve generate {spec.get('analysis', '<analysis>')} --out {data_dir}`")
-    names = datasets or list(spec["datasets"])
-    unknown = sorted(set(names) - set(spec["datasets"]))
-    if unknown:
-        raise ConfigurationError(f"unknown dataset(s) {unknown}; known: {sorted(spec['datasets'])}")
+            f"`hepsieve generate {spec.get('analysis', '<analysis>')} --out {data_dir}`"
+        )
+    names = select_datasets(spec, datasets)
     out = ResolvedFileset(fileset={}, entries={}, is_toy=(data_dir / "toy.json").is_file())
     for name in names:
-        entry = spec["datasets"][name]
-        meta = dict(entry.get("metadata", {}))
-        meta["inputs"] = inputs.name
-        required = tuple(inputs.required(bool(meta.get("is_data"))))
-        files, entries, ttrees = {}, 0, True
-        for fname in _expand(data_dir, entry["files"], name):
-            path = (data_dir / fname).resolve()
-            if not path.exists() and meta.get("optional"):
-                out.skipped.append(f"{path} (optional dataset {name} absent)")
-                log.warning("optional dataset %s: %s not found, left out", name, path)
-                continue
-            try:
-                file_meta = _check_file(path, spec["tree"], required, spec.get("format", "root"))
-            except InputFileError as err:
-                if not skip_bad_files:
-                    raise
-                out.skipped.append(str(err))
-                log.warning("skipping bad file: %s", err)
-                continue
-            files[str(path)] = spec["tree"]
-            ttrees &= file_meta.pop("ttree", False)
-            out.file_meta[str(path)] = file_meta
-            entries += file_meta["numentries"]
-        if files:
-            meta.setdefault("lumi_pb", spec.get("lumi_pb"))
-            out.fileset[name] = {"files": files, "metadata": meta}
-            if ttrees:
-                # coffea reads these in one pass per chunk instead of one lazy read per column
-                # and buffer (a jagged branch was read twice, for its offsets and its content):
-                # ATLAS, 1M events: ~20 % less CPU. (RNTuples, like the UCI HIGGS files, gain
-                # nothing and uproot deprecates the branch filter coffea would use on them.)
-                out.fileset[name]["preload"] = list(required)
-            out.entries[name] = entries
+        _resolve_dataset(out, spec, data_dir, name, inputs, skip_bad_files)
     if not out.fileset:
         raise InputFileError(f"no readable input files for datasets {names} under {data_dir}")
     return out

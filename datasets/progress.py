@@ -9,8 +9,13 @@ class ProgressWriter:
     """A rich progress bar counting written events (quiet when not on a terminal)."""
 
     def __init__(self, total: int, description: str):
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self._task = self._progress.add_task(description, total=total)
 
     def __enter__(self) -> ProgressWriter:

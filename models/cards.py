@@ -88,8 +88,10 @@ class ModelCard:
         if not self.features:
             raise ModelCardError(f"{where}: no features")
         if self.card_version > CARD_VERSION:
-            raise ModelCardError(f"{where}: card_version {self.card_version} is newer than this "
-                                 f"hepsieve reads ({CARD_VERSION}); upgrade hepsieve")
+            raise ModelCardError(
+                f"{where}: card_version {self.card_version} is newer than this "
+                f"hepsieve reads ({CARD_VERSION}); upgrade hepsieve"
+            )
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -106,9 +108,12 @@ class ModelCard:
         out = asdict(self)
         out.pop("path")
         out["features"] = [{"name": n, "unit": u} for n, u in self.features]
-        out["input"] = self.input or {"name": "features", "dtype": "float32",
-                                      "shape": ["batch", len(self.features)],
-                                      "preprocessing": "inside the ONNX graph (raw features in)"}
+        out["input"] = self.input or {
+            "name": "features",
+            "dtype": "float32",
+            "shape": ["batch", len(self.features)],
+            "preprocessing": "inside the ONNX graph (raw features in)",
+        }
         return out
 
     def write(self, path: str | Path) -> Path:
@@ -130,12 +135,32 @@ class ModelCard:
             features = tuple((f["name"], f.get("unit", "")) for f in data["features"])
             folds = tuple(Fold(**f) for f in sorted(data["folds"], key=lambda f: f["fold"]))
             output = ModelOutput(**data["output"])
-            extra = {k: data[k] for k in ("input", "kind", "description", "hyperparameters",
-                                          "seed", "training_data", "reproduce", "versions",
-                                          "card_version") if k in data}
-            return cls(name=data["name"], analysis=data["analysis"], feature_set=data["feature_set"],
-                       features=features, output=output, k=int(data["k"]), folds=folds,
-                       path=path, **extra)
+            extra = {
+                k: data[k]
+                for k in (
+                    "input",
+                    "kind",
+                    "description",
+                    "hyperparameters",
+                    "seed",
+                    "training_data",
+                    "reproduce",
+                    "versions",
+                    "card_version",
+                )
+                if k in data
+            }
+            return cls(
+                name=data["name"],
+                analysis=data["analysis"],
+                feature_set=data["feature_set"],
+                features=features,
+                output=output,
+                k=int(data["k"]),
+                folds=folds,
+                path=path,
+                **extra,
+            )
         except (TypeError, KeyError) as err:
             raise ModelCardError(f"{where}: malformed ({type(err).__name__}: {err})") from None
 

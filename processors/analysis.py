@@ -35,8 +35,10 @@ def branch_types(kind: str, *names: str) -> dict[str, str]:
 def _check_branch_spec(where: str, spec: str) -> None:
     kind = spec.removeprefix("var * ")
     if kind not in BRANCH_KINDS:
-        raise ConfigurationError(f"{where}: branch type {spec!r} is not one of {BRANCH_KINDS} "
-                                 "(optionally 'var * <kind>' for jagged branches)")
+        raise ConfigurationError(
+            f"{where}: branch type {spec!r} is not one of {BRANCH_KINDS} "
+            "(optionally 'var * <kind>' for jagged branches)"
+        )
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,11 @@ def regular_axis(bins: int, start: float, stop: float, name: str, label: str) ->
 
 @dataclass(frozen=True)
 class HistogramSpec:
-    """One physics histogram: 1 or 2 axes and ``value(observables)`` (an array, or a tuple of
-    one array per axis), filled in ``categories`` (None: every category)."""
+    """One physics histogram: its axes, the values it is filled with and its categories.
+
+    One physics histogram: 1 or 2 axes and ``value(observables)`` (an array, or a tuple of
+    one array per axis), filled in ``categories`` (None: every category).
+    """
 
     name: str
     axes: tuple[hist.axis.Regular, ...]
@@ -144,15 +149,24 @@ class HistogramSpec:
         return tuple(ak.to_numpy(v) for v in (out if isinstance(out, tuple) else (out,)))
 
 
-def histogram(name: str, bins: int, start: float, stop: float, label: str,
-              value: Callable[[Record], Any], categories: tuple[str, ...] | None = None) -> HistogramSpec:
+def histogram(
+    name: str,
+    bins: int,
+    start: float,
+    stop: float,
+    label: str,
+    value: Callable[[Record], Any],
+    categories: tuple[str, ...] | None = None,
+) -> HistogramSpec:
     """Return a 1-D :class:`HistogramSpec` whose axis is named like the histogram."""
     return HistogramSpec(name, (regular_axis(bins, start, stop, name, label),), value, categories)
 
 
 @dataclass(frozen=True)
 class Scoring:
-    """How the classifiers enter: the categories they score, the histogram also filled after
+    """How the classifiers enter the analysis: scored categories, score cut, binning.
+
+    How the classifiers enter: the categories they score, the histogram also filled after
     the score cut, the default cut and the score binning (fine enough for ROC curves).
 
     ``working_point``: ``fixed`` uses ``score_cut``; ``ams``: the demo applies the AMS
@@ -241,8 +255,9 @@ class Analysis:
         """Return the named feature set (default: the first one)."""
         name = name or self.default_features
         if name not in self.features:
-            raise ConfigurationError(f"analysis {self.name!r} has no feature set {name!r}; "
-                                     f"choose one of {sorted(self.features)}")
+            raise ConfigurationError(
+                f"analysis {self.name!r} has no feature set {name!r}; choose one of {sorted(self.features)}"
+            )
         return self.features[name]
 
     def histogram(self, name: str) -> HistogramSpec:
@@ -258,8 +273,9 @@ class Analysis:
         if name is None:
             return self.inputs
         if name not in flavours:
-            raise ConfigurationError(f"analysis {self.name!r} has no input flavour {name!r}; "
-                                     f"choose one of {sorted(flavours)}")
+            raise ConfigurationError(
+                f"analysis {self.name!r} has no input flavour {name!r}; choose one of {sorted(flavours)}"
+            )
         return flavours[name]
 
     def steps(self, flavour: str) -> tuple[Step, ...]:
@@ -298,8 +314,7 @@ def _check_analysis(a: Analysis) -> None:
     if len(set(flavours)) != len(flavours):
         _fail(a, "alt_inputs", f"input flavour names repeat: {flavours}")
     for step in a.selection:
-        _check_names(a, f"selection step {step.name!r}.inputs", step.inputs or (), flavours,
-                     "input flavours")
+        _check_names(a, f"selection step {step.name!r}.inputs", step.inputs or (), flavours, "input flavours")
     if len({s.label for s in a.selection}) != len(a.selection):
         _fail(a, "selection", "step labels repeat")
     cats = a.categories.names
@@ -310,16 +325,14 @@ def _check_analysis(a: Analysis) -> None:
         _fail(a, "features", "at least one feature set is needed")
     for name, spec in a.features.items():
         if len(spec.units) != len(spec.names):
-            _fail(a, f"features[{name!r}].units",
-                  f"{len(spec.units)} units for {len(spec.names)} features")
+            _fail(a, f"features[{name!r}].units", f"{len(spec.units)} units for {len(spec.names)} features")
     names = [h.name for h in a.histograms]
     if len(set(names)) != len(names):
         _fail(a, "histograms", f"histogram names repeat: {names}")
-    for spec in a.histograms:
-        if not 1 <= len(spec.axes) <= 2:
-            _fail(a, f"histograms[{spec.name!r}].axes", "1-D or 2-D histograms only")
-        _check_names(a, f"histograms[{spec.name!r}].categories", spec.categories or (), cats,
-                     "categories")
+    for hspec in a.histograms:
+        if not 1 <= len(hspec.axes) <= 2:
+            _fail(a, f"histograms[{hspec.name!r}].axes", "1-D or 2-D histograms only")
+        _check_names(a, f"histograms[{hspec.name!r}].categories", hspec.categories or (), cats, "categories")
     _check_names(a, "scoring.cut_histogram", (a.scoring.cut_histogram,), names, "histograms")
     if a.scoring.working_point not in ("fixed", "ams"):
         _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not 'fixed' or 'ams'")

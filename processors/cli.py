@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from hepsieve.processors.errors import ConfigurationError, HepsieveError
 from hepsieve.processors.executors import EXECUTORS
@@ -33,14 +35,22 @@ def _cpus() -> int:
 
 def _execution_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
-    g.add_argument("--executor", choices=EXECUTORS, default="dask",
-                   help="coffea executor (default: dask, a local cluster unless --scheduler)")
-    g.add_argument("--workers", type=int, default=_cpus(),
-                   help="worker processes for futures/dask (default: all cores)")
+    g.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="dask",
+        help="coffea executor (default: dask, a local cluster unless --scheduler)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=_cpus(), help="worker processes for futures/dask (default: all cores)"
+    )
     g.add_argument("--scheduler", help="address of an existing dask scheduler, tcp://host:port")
     g.add_argument("--chunksize", type=int, default=200_000, help="entries per chunk (default 200000)")
-    g.add_argument("--maxchunks", type=int, help="process at most this many chunks per dataset "
-                   "(testing; the entry check is then skipped)")
+    g.add_argument(
+        "--maxchunks",
+        type=int,
+        help="process at most this many chunks per dataset (testing; the entry check is then skipped)",
+    )
 
 
 def _parse_generate(sub) -> None:
@@ -50,47 +60,85 @@ def _parse_generate(sub) -> None:
     p.add_argument("--events", type=int, default=20_000, help="selected events per dataset")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--datasets", nargs="+", help="only these datasets (default: all)")
-    p.add_argument("--flat-csv", type=Path, metavar="DIR",
-                   help="also write the flat (Kaggle-style) CSVs of the toy, where the analysis has them")
-    p.add_argument("--formats", nargs="+", choices=("root", "parquet", "csv"),
-                   help="higgs-uci: output formats (default root; csv = HIGGS.csv.gz UCI text)")
+    p.add_argument(
+        "--flat-csv",
+        type=Path,
+        metavar="DIR",
+        help="also write the flat (Kaggle-style) CSVs of the toy, where the analysis has them",
+    )
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=("root", "parquet", "csv"),
+        help="higgs-uci: output formats (default root; csv = HIGGS.csv.gz UCI text)",
+    )
 
 
 def _parse_convert(sub) -> None:
-    p = sub.add_parser("convert", help="stream CSV(.gz) to Parquet, or the UCI HIGGS text to "
-                       "ROOT/Parquet chunks")
+    p = sub.add_parser(
+        "convert", help="stream CSV(.gz) to Parquet, or the UCI HIGGS text to ROOT/Parquet chunks"
+    )
     p.add_argument("csv", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--event-id", default="eventNumber",
-                   help="column to add with the row number if the CSV lacks it (default eventNumber)")
-    p.add_argument("--layout", choices=("header", "uci-higgs"), default="header",
-                   help="header: CSV with a header row -> one Parquet file; uci-higgs: the UCI "
-                   "HIGGS.csv(.gz) -> HIGGS_{train,test}_<i> chunks (last 500k rows = test)")
-    p.add_argument("--format", choices=("root", "parquet"), default="root",
-                   help="uci-higgs output format (default root, LZ4)")
+    p.add_argument(
+        "--event-id",
+        default="eventNumber",
+        help="column to add with the row number if the CSV lacks it (default eventNumber)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("header", "uci-higgs"),
+        default="header",
+        help="header: CSV with a header row -> one Parquet file; uci-higgs: the UCI "
+        "HIGGS.csv(.gz) -> HIGGS_{train,test}_<i> chunks (last 500k rows = test)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("root", "parquet"),
+        default="root",
+        help="uci-higgs output format (default root, LZ4)",
+    )
     p.add_argument("--chunk-rows", type=int, default=1_000_000, help="uci-higgs rows per chunk")
 
 
 def _parse_run(sub) -> None:
     p = sub.add_parser("run", help="run the processor: histograms (with ONNX scores) or features")
     p.add_argument("analysis", help=ANALYSIS_HELP)
-    p.add_argument("--data-dir", type=Path, required=True,
-                   help="directory holding the fileset's files (real or toy)")
+    p.add_argument(
+        "--data-dir", type=Path, required=True, help="directory holding the fileset's files (real or toy)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--mode", choices=("histograms", "features"), default="histograms",
-                   help="features: also write Parquet of the model inputs for training")
-    p.add_argument("--models", type=Path, help="directory of model cards + ONNX files "
-                   "(default: the models shipped with hepsieve)")
+    p.add_argument(
+        "--mode",
+        choices=("histograms", "features"),
+        default="histograms",
+        help="features: also write Parquet of the model inputs for training",
+    )
+    p.add_argument(
+        "--models",
+        type=Path,
+        help="directory of model cards + ONNX files (default: the models shipped with hepsieve)",
+    )
     p.add_argument("--model-names", nargs="+", help="use only these models from --models")
     p.add_argument("--fileset", help="fileset JSON path or shipped name (default: the analysis' own)")
     p.add_argument("--datasets", nargs="+", help="only these datasets")
     p.add_argument("--score-cut", type=float, help="score threshold for the cut histogram")
-    p.add_argument("--working-points", type=Path, metavar="METRICS_JSON",
-                   help="per-model score cuts: the AMS working points of `hepsieve evaluate`")
-    p.add_argument("--skip-bad-files", action="store_true",
-                   help="skip unreadable files (listed in the summary and run.json)")
-    p.add_argument("--checkpoint", type=Path, help="directory of per-chunk checkpoints; "
-                   "rerunning with it resumes an interrupted run")
+    p.add_argument(
+        "--working-points",
+        type=Path,
+        metavar="METRICS_JSON",
+        help="per-model score cuts: the AMS working points of `hepsieve evaluate`",
+    )
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable files (listed in the summary and run.json)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="directory of per-chunk checkpoints; rerunning with it resumes an interrupted run",
+    )
     _execution_options(p)
 
 
@@ -98,19 +146,30 @@ def _parse_train(sub) -> None:
     p = sub.add_parser("train", help="train k-fold classifiers on exported features -> ONNX + card")
     p.add_argument("analysis", help=ANALYSIS_HELP)
     p.add_argument("--features", type=Path, required=True, help="feature Parquet directory")
-    p.add_argument("--model", choices=tuple(MODEL_KINDS), required=True,
-                   help="; ".join(f"{k}: {v.description}" for k, v in MODEL_KINDS.items()))
+    p.add_argument(
+        "--model",
+        choices=tuple(MODEL_KINDS),
+        required=True,
+        help="; ".join(f"{k}: {v.description}" for k, v in MODEL_KINDS.items()),
+    )
     p.add_argument("--out", type=Path, required=True, help="models directory")
     p.add_argument("--name", help="model name (default: the --model value)")
     p.add_argument("--feature-set", help="feature set (default: the analysis' first)")
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--negative-weights", choices=NEGATIVE_WEIGHT_POLICIES, default="zero",
-                   help="zero: left out of the training; keep: signed; abs: flipped")
+    p.add_argument(
+        "--negative-weights",
+        choices=NEGATIVE_WEIGHT_POLICIES,
+        default="zero",
+        help="zero: left out of the training; keep: signed; abs: flipped",
+    )
     p.add_argument("--epochs", type=int, help="MLP: maximum epochs")
     p.add_argument("--hidden", type=int, nargs="+", help="MLP: hidden layer widths (default 50 10 5)")
-    p.add_argument("--activation", choices=ACTIVATIONS,
-                   help="MLP: hidden-layer activation (default selu; tanh is ~2.4x faster in onnxruntime)")
+    p.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        help="MLP: hidden-layer activation (default selu; tanh is ~2.4x faster in onnxruntime)",
+    )
     p.add_argument("--max-events", type=int, help="train on the first N exported events only")
 
 
@@ -147,8 +206,12 @@ def _parse_bench(sub) -> None:
     p.add_argument("--executors", nargs="+", choices=EXECUTORS, default=list(EXECUTORS))
     p.add_argument("--workers", type=int, default=_cpus())
     p.add_argument("--chunksize", type=int, default=250_000)
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run the whole sequence N times and report the median of each row")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole sequence N times and report the median of each row",
+    )
     p.add_argument("--out", type=Path, default=Path("bench"))
 
 
@@ -159,8 +222,13 @@ def _parse_analyses(sub) -> None:
 def _parse_card(sub) -> None:
     p = sub.add_parser("card", help="write a model card for ONNX fold models trained elsewhere")
     p.add_argument("analysis", help=ANALYSIS_HELP)
-    p.add_argument("--onnx", type=Path, nargs="+", required=True,
-                   help="one ONNX file per fold, in fold order (fold i scores event %% k == i)")
+    p.add_argument(
+        "--onnx",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="one ONNX file per fold, in fold order (fold i scores event %% k == i)",
+    )
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--out", type=Path, required=True, help="models directory (ONNX files copied in)")
     p.add_argument("--feature-set", help="feature set of the analysis (default: its first)")
@@ -169,19 +237,31 @@ def _parse_card(sub) -> None:
     p.add_argument("--description", default="", help="what the model is")
 
 
-PARSERS = (_parse_generate, _parse_convert, _parse_run, _parse_train, _parse_evaluate, _parse_plot,
-           _parse_demo, _parse_bench, _parse_analyses, _parse_card)
+PARSERS = (
+    _parse_generate,
+    _parse_convert,
+    _parse_run,
+    _parse_train,
+    _parse_evaluate,
+    _parse_plot,
+    _parse_demo,
+    _parse_bench,
+    _parse_analyses,
+    _parse_card,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of all subcommands."""
     parser = argparse.ArgumentParser(
-        prog="hepsieve", description="Columnar collider-physics analysis: toy or real ntuples -> "
+        prog="hepsieve",
+        description="Columnar collider-physics analysis: toy or real ntuples -> "
         "selection -> features -> ONNX classifiers -> weighted histograms and plots.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, full tracebacks")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="warnings only, no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in PARSERS:
         add(sub)
@@ -190,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- the commands: each turns its arguments into one library call and prints the result ---
 
+
 def cmd_generate(args) -> None:
     """Write toy files (and the flat CSVs on request)."""
     from hepsieve.processors.analyses import get_analysis, load_object
@@ -197,12 +278,12 @@ def cmd_generate(args) -> None:
 
     analysis = get_analysis(args.analysis)
     options = {"formats": tuple(args.formats)} if args.formats else {}
-    toy_generator(analysis)(args.out, events=args.events, seed=args.seed, datasets=args.datasets,
-                            **options)
+    toy_generator(analysis)(args.out, events=args.events, seed=args.seed, datasets=args.datasets, **options)
     if args.flat_csv:
         if not analysis.tools.flat_csv_writer:
             raise ConfigurationError(f"--flat-csv: analysis {analysis.name} has no flat CSV form")
-        paths = load_object(analysis.tools.flat_csv_writer)(args.out, args.flat_csv)
+        writer = cast(Callable[..., list[Path]], load_object(analysis.tools.flat_csv_writer))
+        paths = writer(args.out, args.flat_csv)
         print(f"flat CSVs: {', '.join(str(p) for p in paths)}")
 
 
@@ -226,13 +307,24 @@ def _run_config(args):
     from hepsieve.training.evaluate import working_points
 
     return RunConfig(
-        analysis=args.analysis, data_dir=args.data_dir, out_dir=args.out, mode=args.mode,
-        models_dir=args.models, models=args.model_names, fileset=args.fileset,
-        datasets=args.datasets, executor=args.executor, workers=args.workers,
-        scheduler=args.scheduler, chunksize=args.chunksize, maxchunks=args.maxchunks,
-        skip_bad_files=args.skip_bad_files, checkpoint=args.checkpoint,
+        analysis=args.analysis,
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        mode=args.mode,
+        models_dir=args.models,
+        models=args.model_names,
+        fileset=args.fileset,
+        datasets=args.datasets,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        chunksize=args.chunksize,
+        maxchunks=args.maxchunks,
+        skip_bad_files=args.skip_bad_files,
+        checkpoint=args.checkpoint,
         score_cut=working_points(args.working_points) if args.working_points else args.score_cut,
-        progress=not args.quiet)
+        progress=not args.quiet,
+    )
 
 
 def cmd_run(args) -> None:
@@ -243,10 +335,14 @@ def cmd_run(args) -> None:
     for dataset, acc in record.accounting.items():
         print(f"{dataset:<28s} processed {acc['processed']:>10d} / {acc['expected']:>10d} entries")
     for model, aucs in (record.auc_from_histograms or {}).items():
-        print(f"AUC ({model}, from the score histograms): "
-              + ", ".join(f"{ds} {auc:.4f}" for ds, auc in aucs.items()))
-    print(f"{record.events} events in {record.wall_s:.1f} s = {record.events_per_s or 0:.0f} "
-          f"events/s -> {args.out}")
+        print(
+            f"AUC ({model}, from the score histograms): "
+            + ", ".join(f"{ds} {auc:.4f}" for ds, auc in aucs.items())
+        )
+    print(
+        f"{record.events} events in {record.wall_s:.1f} s = {record.events_per_s or 0:.0f} "
+        f"events/s -> {args.out}"
+    )
 
 
 def cmd_train(args) -> None:
@@ -255,11 +351,29 @@ def cmd_train(args) -> None:
 
     hyper = {}
     if args.model == "mlp":
-        hyper = {k: v for k, v in (("epochs", args.epochs), ("activation", args.activation),
-                                   ("hidden", tuple(args.hidden) if args.hidden else None)) if v}
-    card = train(args.analysis, args.features, args.model, args.out, feature_set=args.feature_set,
-                 name=args.name, k=args.folds, seed=args.seed, max_events=args.max_events,
-                 negative_weights=args.negative_weights, progress=not args.quiet, hyper=hyper)
+        hyper = {
+            k: v
+            for k, v in (
+                ("epochs", args.epochs),
+                ("activation", args.activation),
+                ("hidden", tuple(args.hidden) if args.hidden else None),
+            )
+            if v
+        }
+    card = train(
+        args.analysis,
+        args.features,
+        args.model,
+        args.out,
+        feature_set=args.feature_set,
+        name=args.name,
+        k=args.folds,
+        seed=args.seed,
+        max_events=args.max_events,
+        negative_weights=args.negative_weights,
+        progress=not args.quiet,
+        hyper=hyper,
+    )
     print(f"model card: {card}")
 
 
@@ -271,8 +385,9 @@ def cmd_evaluate(args) -> None:
     run_dir = Path(args.features).parent
     is_toy = RunRecord.read(run_dir).is_toy if (run_dir / "run.json").is_file() else True
     out = args.out or args.models / "evaluation"
-    summary = evaluate(args.analysis, args.features, args.models, out, threshold=args.threshold,
-                       is_toy=is_toy)
+    summary = evaluate(
+        args.analysis, args.features, args.models, out, threshold=args.threshold, is_toy=is_toy
+    )
     print(metrics_table(summary))
     print(f"metrics and plots: {out}")
 
@@ -290,21 +405,38 @@ def cmd_demo(args) -> None:
     from hepsieve.processors.pipeline import demo
     from hepsieve.training.evaluate import metrics_table
 
-    done = demo(args.analysis, args.out, events=args.events, executor=args.executor,
-                workers=args.workers, progress=not args.quiet)
+    done = demo(
+        args.analysis,
+        args.out,
+        events=args.events,
+        executor=args.executor,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     print(metrics_table(done.summary))
     if done.score_cuts:
         print(f"score cuts (AMS working points): {done.score_cuts}")
-    print(f"processor: {done.result.record.events_per_s or 0:.0f} events/s; demo done in "
-          f"{done.seconds:.0f} s; outputs in {args.out}/")
+    print(
+        f"processor: {done.result.record.events_per_s or 0:.0f} events/s; demo done in "
+        f"{done.seconds:.0f} s; outputs in {args.out}/"
+    )
 
 
 def cmd_bench(args) -> None:
     """Time the processor with each executor on the same files."""
     from hepsieve.processors.bench import bench
 
-    bench(args.analysis, args.data_dir, args.out, args.executors, args.workers, args.chunksize,
-          args.models, args.model_names, repeat=args.repeat)
+    bench(
+        args.analysis,
+        args.data_dir,
+        args.out,
+        args.executors,
+        args.workers,
+        args.chunksize,
+        args.models,
+        args.model_names,
+        repeat=args.repeat,
+    )
 
 
 def cmd_analyses(args) -> None:
@@ -321,9 +453,16 @@ def cmd_card(args) -> None:
     from hepsieve.models.scorer import card_onnx_models
     from hepsieve.processors.analyses import get_analysis
 
-    path = card_onnx_models(get_analysis(args.analysis), args.name, args.onnx, args.out,
-                            args.output_name, output_column=args.output_column,
-                            feature_set=args.feature_set, description=args.description)
+    path = card_onnx_models(
+        get_analysis(args.analysis),
+        args.name,
+        args.onnx,
+        args.out,
+        args.output_name,
+        output_column=args.output_column,
+        feature_set=args.feature_set,
+        description=args.description,
+    )
     print(f"model card: {path}")
 
 

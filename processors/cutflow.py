@@ -21,8 +21,11 @@ class Cutflow:
     def add(self, step: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Record the events passing ``mask`` (over this chunk's events, or over ``weights``)."""
         w = (self.weights if weights is None else np.asarray(weights, np.float64))[mask]
-        self.steps[step] = {"n": int(np.count_nonzero(mask)), "sumw": float(w.sum()),
-                            "sumw2": float(np.square(w).sum())}
+        self.steps[step] = {
+            "n": int(np.count_nonzero(mask)),
+            "sumw": float(w.sum()),
+            "sumw2": float(np.square(w).sum()),
+        }
 
     def as_output(self) -> dict:
         """Return the accumulator form ``{"cutflow": {dataset: steps}}``."""
@@ -36,6 +39,5 @@ def cutflow_table(cutflow: dict[str, dict[str, dict[str, float]]]) -> str:
         n0 = steps["input"]["n"] or 1
         lines.append(f"{dataset}")
         for step, v in steps.items():
-            lines.append(f"  {step:<34s} {v['n']:>12d} {100 * v['n'] / n0:7.2f}%  "
-                         f"sumw={v['sumw']:.6g}")
+            lines.append(f"  {step:<34s} {v['n']:>12d} {100 * v['n'] / n0:7.2f}%  sumw={v['sumw']:.6g}")
     return "\n".join(lines)

@@ -46,29 +46,39 @@ def _import_worker_modules() -> None:
 
 
 def _import_on_workers(client) -> None:
-    """Import the processor and scorer modules on every worker now, as part of the start-up:
-    a worker that cannot is named here, not in a traceback from the first chunk."""
+    """Import the processor and scorer modules on every dask worker now.
+
+    Import the processor and scorer modules on every worker now, as part of the start-up:
+    a worker that cannot is named here, not in a traceback from the first chunk.
+    """
     for module in WORKER_MODULES:
         try:
             client.run(importlib.import_module, module)
-        except Exception as err:
-            raise ConfigurationError(f"dask workers of {client.scheduler.address} cannot import "
-                                     f"{module} ({type(err).__name__}: {err}); install hepsieve "
-                                     "in the workers' environment") from None
+        except Exception as err:  # noqa: BLE001 (any failure on a worker: name the worker)
+            raise ConfigurationError(
+                f"dask workers of {client.scheduler.address} cannot import "
+                f"{module} ({type(err).__name__}: {err}); install hepsieve "
+                "in the workers' environment"
+            ) from None
 
 
 @contextlib.contextmanager
 def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A pool of ``workers`` spawned processes, started and with hepsieve imported before the
+    """Yield a pool of ``workers`` spawned, warmed processes.
+
+    A pool of ``workers`` spawned processes, started and with hepsieve imported before the
     first chunk (coffea's default, a loky pool, starts inside the run and restarts a worker
-    whose memory grew by 300 MB since it started: every few chunks at 500k events)."""
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_import_worker_modules) as pool:
+    whose memory grew by 300 MB since it started: every few chunks at 500k events).
+    """
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_import_worker_modules
+    ) as pool:
         try:  # one task per worker: each submit without an idle worker starts one
             list(pool.map(abs, range(workers)))
         except BrokenProcessPool as err:
-            raise ConfigurationError(f"the futures executor's worker processes cannot import "
-                                     f"hepsieve ({err})") from None
+            raise ConfigurationError(
+                f"the futures executor's worker processes cannot import hepsieve ({err})"
+            ) from None
         yield pool
 
 
@@ -76,8 +86,9 @@ def _dask_imports():
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigurationError("--executor dask needs the dask extra: "
-                                 "pip install 'hepsieve[dask]'") from None
+        raise ConfigurationError(
+            "--executor dask needs the dask extra: pip install 'hepsieve[dask]'"
+        ) from None
     # importing distributed sets its loggers to INFO (every worker start and stop, and
     # tracebacks of connections closed at shutdown): keep those for debug logging
     if not log.isEnabledFor(logging.DEBUG):
@@ -99,9 +110,13 @@ def _dask_executor(workers: int, scheduler: str | None, progress: bool) -> Itera
         return
     import dask
 
-    with dask.config.set(LOCAL_DASK_CONFIG), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        dask.config.set(LOCAL_DASK_CONFIG),
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         _import_on_workers(client)
         yield processor.DaskExecutor(client=client, status=progress, retries=3)
 
@@ -123,8 +138,11 @@ def make_executor(name: str, workers: int, scheduler: str | None, progress: bool
 
 @contextlib.contextmanager
 def quiet_console(quiet: bool) -> Iterator[None]:
-    """Silence coffea's rich console while ``quiet``: coffea 2026.9 draws the progress bars of
-    its iterative and futures executors even with ``status=False``."""
+    """Silence coffea's rich console while ``quiet``.
+
+    Silence coffea's rich console while ``quiet``: coffea 2026.9 draws the progress bars of
+    its iterative and futures executors even with ``status=False``.
+    """
     before = coffea_console.quiet
     coffea_console.quiet = quiet or before
     try:

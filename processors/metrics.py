@@ -1,4 +1,6 @@
-"""The one metrics kernel: binned cumulative yields -> ROC/AUC, AMS, s/√(b+b_reg), Asimov Z,
+"""The one metrics kernel: binned cumulative yields and the metrics made of them.
+
+The one metrics kernel: binned cumulative yields -> ROC/AUC, AMS, s/√(b+b_reg), Asimov Z,
 purity × efficiency, all O(N) (one pass to bin the scores, then sums over the bins).
 
 Per-event scores (``hepsieve evaluate``) and filled score histograms (``hepsieve run``) go
@@ -41,8 +43,11 @@ def s_over_sqrt_b(s: np.ndarray, b: np.ndarray, b_reg: float = AMS_B_REG) -> np.
 
 @dataclass(frozen=True)
 class CumulativeYields:
-    """Signal and background yields with a score above each threshold (``score > t``), and
-    the yields of all events (for efficiencies and the ROC end point)."""
+    """Signal and background yields above each score threshold, and their totals.
+
+    Signal and background yields with a score above each threshold (``score > t``), and
+    the yields of all events (for efficiencies and the ROC end point).
+    """
 
     thresholds: np.ndarray
     signal: np.ndarray
@@ -51,12 +56,16 @@ class CumulativeYields:
     total_background: float
 
     @classmethod
-    def from_counts(cls, signal_counts: np.ndarray, background_counts: np.ndarray,
-                    thresholds: np.ndarray | None = None) -> CumulativeYields:
-        """Yields from per-bin contents in increasing score: bin ``i`` lies between thresholds
+    def from_counts(
+        cls, signal_counts: np.ndarray, background_counts: np.ndarray, thresholds: np.ndarray | None = None
+    ) -> CumulativeYields:
+        """Return the yields of per-bin contents in increasing score.
+
+        Yields from per-bin contents in increasing score: bin ``i`` lies between thresholds
         ``i-1`` and ``i``, with one bin below the first threshold and one above the last
         (``len(thresholds) + 1`` bins; e.g. a histogram with its flow bins). Without
-        ``thresholds``, the inner bin boundaries are numbered 0, 1, ..."""
+        ``thresholds``, the inner bin boundaries are numbered 0, 1, ...
+        """
         s = np.cumsum(np.asarray(signal_counts, float)[::-1])[::-1]
         b = np.cumsum(np.asarray(background_counts, float)[::-1])[::-1]
         if thresholds is None:
@@ -64,21 +73,35 @@ class CumulativeYields:
         return cls(np.asarray(thresholds, float), s[1:], b[1:], float(s[0]), float(b[0]))
 
     @classmethod
-    def from_scores(cls, score: np.ndarray, is_signal: np.ndarray, weight: np.ndarray,
-                    thresholds: np.ndarray = SCAN_THRESHOLDS) -> CumulativeYields:
-        """Yields of per-event scores: one binning pass (bins closed on the right, so the
-        yields are exactly those with ``score > t``), then sums over the bins."""
+    def from_scores(
+        cls,
+        score: np.ndarray,
+        is_signal: np.ndarray,
+        weight: np.ndarray,
+        thresholds: np.ndarray = SCAN_THRESHOLDS,
+    ) -> CumulativeYields:
+        """Return the yields of per-event scores (O(N): one binning pass).
+
+        Yields of per-event scores: one binning pass (bins closed on the right, so the
+        yields are exactly those with ``score > t``), then sums over the bins.
+        """
         thresholds = np.asarray(thresholds, float)
         idx = np.searchsorted(thresholds, np.asarray(score, np.float64), side="left")
         sig = np.asarray(is_signal, bool)
         w = np.asarray(weight, float)
         n = len(thresholds) + 1
-        return cls.from_counts(np.bincount(idx[sig], w[sig], minlength=n),
-                               np.bincount(idx[~sig], w[~sig], minlength=n), thresholds)
+        return cls.from_counts(
+            np.bincount(idx[sig], w[sig], minlength=n),
+            np.bincount(idx[~sig], w[~sig], minlength=n),
+            thresholds,
+        )
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return (background efficiency, signal efficiency) from the highest threshold down,
-        with the end points (0, 0) and (1, 1)."""
+        """Return (background efficiency, signal efficiency) with the end points.
+
+        Return (background efficiency, signal efficiency) from the highest threshold down,
+        with the end points (0, 0) and (1, 1).
+        """
         fpr = np.concatenate([[0.0], self.background[::-1] / self.total_background, [1.0]])
         tpr = np.concatenate([[0.0], self.signal[::-1] / self.total_signal, [1.0]])
         return fpr, tpr
@@ -99,15 +122,19 @@ class CumulativeYields:
 
 
 def roc_from_counts(signal: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Return (background efficiency, signal efficiency, AUC) from per-bin score contents,
-    events within one bin counting as tied (half), as in an unbinned ROC with ties."""
+    """Return (background efficiency, signal efficiency, AUC) from per-bin score contents.
+
+    Return (background efficiency, signal efficiency, AUC) from per-bin score contents,
+    events within one bin counting as tied (half), as in an unbinned ROC with ties.
+    """
     cy = CumulativeYields.from_counts(signal, background)
     fpr, tpr = cy.roc()
     return fpr, tpr, cy.auc()
 
 
-def auc_from_histograms(histograms: dict[str, hist.Hist], signal: str = "signal",
-                        background: str = "background") -> dict[str, dict[str, float]]:
+def auc_from_histograms(
+    histograms: dict[str, hist.Hist], signal: str = "signal", background: str = "background"
+) -> dict[str, dict[str, float]]:
     """Return ``{model: {dataset: AUC}}`` from every ``score_<model>`` histogram (flow bins included)."""
     out: dict[str, dict[str, float]] = {}
     for name, h in histograms.items():

@@ -18,17 +18,17 @@ def write_histograms_root(histograms: dict[str, hist.Hist], path: Path) -> None:
         for name, h in histograms.items():
             for dataset in h.axes["dataset"]:
                 for category in h.axes["category"]:
-                    fout[f"{name}/{category}/{dataset}"] = h[{"dataset": dataset,
-                                                              "category": category}]
+                    fout[f"{name}/{category}/{dataset}"] = h[{"dataset": dataset, "category": category}]
 
 
-def write_outputs(out_dir: Path, histograms: dict[str, hist.Hist] | None, cutflow: dict,
-                  record: RunRecord) -> list[Path]:
+def write_outputs(
+    out_dir: Path, histograms: dict[str, hist.Hist] | None, cutflow: dict, record: RunRecord
+) -> list[Path]:
     """Write every run output into ``out_dir`` and return the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if histograms is not None:
-        with open(out_dir / "histograms.pkl", "wb") as fout:
+        with (out_dir / "histograms.pkl").open("wb") as fout:
             pickle.dump(histograms, fout)
         write_histograms_root(histograms, out_dir / "histograms.root")
         written += [out_dir / "histograms.pkl", out_dir / "histograms.root"]
@@ -39,5 +39,5 @@ def write_outputs(out_dir: Path, histograms: dict[str, hist.Hist] | None, cutflo
 
 def load_histograms(run_dir: str | Path) -> dict[str, hist.Hist]:
     """Return the histograms of a finished run."""
-    with open(Path(run_dir) / "histograms.pkl", "rb") as fin:
+    with (Path(run_dir) / "histograms.pkl").open("rb") as fin:
         return pickle.load(fin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 
 def _pyplot():
     try:
-        import matplotlib
+        import matplotlib as mpl
 
-        matplotlib.use("Agg")
+        mpl.use("Agg")
         import matplotlib.pyplot as plt
         import mplhep as hep
     except ImportError:
@@ -29,21 +30,25 @@ def _pyplot():
     return plt, hep
 
 
-def experiment_label(ax, analysis: Analysis, is_toy: bool, simulation: bool = True,
-                     lumi_fb: float | None = None) -> None:
+def experiment_label(
+    ax, analysis: Analysis, is_toy: bool, simulation: bool = True, lumi_fb: float | None = None
+) -> None:
     """Draw the CMS/ATLAS label with "Simulation"/"Open Data" and "toy" when the input is toy."""
     _, hep = _pyplot()
     style = analysis.style
     if style.experiment not in ("CMS", "ATLAS"):
         ax.set_title(f"{style.title}{' (toy)' if is_toy else ''}", loc="left", fontsize="medium")
         return
-    words = (["Open Data"] if style.experiment == "ATLAS" else []) + \
-        (["Simulation"] if simulation else []) + (["toy"] if is_toy else [])
+    words = (
+        (["Open Data"] if style.experiment == "ATLAS" else [])
+        + (["Simulation"] if simulation else [])
+        + (["toy"] if is_toy else [])
+    )
     label = hep.cms if style.experiment == "CMS" else hep.atlas
     label.label(" ".join(words), data=True, lumi=lumi_fb, com=style.energy_tev, ax=ax, loc=0)
 
 
-def use_style(analysis: Analysis):
+def use_style(analysis: Analysis) -> Any:
     """Activate the mplhep style of the analysis' experiment; return pyplot."""
     plt, hep = _pyplot()
     styles = {"CMS": hep.style.CMS, "ATLAS": hep.style.ATLAS}
@@ -70,7 +75,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     written = []
     for name, h in hists.items():
         for category in h.axes["category"]:
-            mc: dict[str, object] = {}
+            mc: dict[str, Any] = {}
             roles: dict[str, str] = {}
             data = None
             for dataset in h.axes["dataset"]:
@@ -84,8 +89,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
                 mc[process] = mc[process] + one if process in mc else one
             if not mc or sum(p.sum().value for p in mc.values()) == 0:
                 continue
-            fig = _stack_plot(plt, analysis, name, category, mc, roles, data, record.is_toy,
-                              record.lumi_pb)
+            fig = _stack_plot(plt, analysis, name, category, mc, roles, data, record.is_toy, record.lumi_pb)
             path = out / f"{name}_{category}.png"
             fig.savefig(path, dpi=90, bbox_inches="tight")
             plt.close(fig)
@@ -102,10 +106,14 @@ def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) ->
     datasets = next((list(h.axes["dataset"]) for n, h in hists.items() if n.startswith("score_")), [])
     for dataset in datasets:
         fig, ax = plt.subplots(figsize=(9, 8))
-        rocs = {name.removeprefix("score_"): roc_from_counts(
-                    h[{"dataset": dataset, "category": "signal"}].values(flow=True),
-                    h[{"dataset": dataset, "category": "background"}].values(flow=True))
-                for name, h in hists.items() if name.startswith("score_")}
+        rocs = {
+            name.removeprefix("score_"): roc_from_counts(
+                h[{"dataset": dataset, "category": "signal"}].values(flow=True),
+                h[{"dataset": dataset, "category": "background"}].values(flow=True),
+            )
+            for name, h in hists.items()
+            if name.startswith("score_")
+        }
         draw_roc(ax, rocs, title=f"{dataset}, from the score histograms")
         experiment_label(ax, analysis, is_toy)
         path = out / f"roc_{dataset}.png"
@@ -115,11 +123,18 @@ def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) ->
     return written
 
 
-def draw_roc(ax, curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
-             styles: dict[str, str] | None = None, title: str | None = None,
-             weighted: bool = False) -> None:
-    """Draw ROC curves ``{label: (background eff., signal eff., AUC)}`` on ``ax`` (the one ROC
-    plotting function: evaluation and run plots)."""
+def draw_roc(
+    ax,
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+    styles: dict[str, str] | None = None,
+    title: str | None = None,
+    weighted: bool = False,
+) -> None:
+    """Draw ROC curves on ``ax`` (the one ROC plotting function).
+
+    Draw ROC curves ``{label: (background eff., signal eff., AUC)}`` on ``ax`` (the one ROC
+    plotting function: evaluation and run plots).
+    """
     for label, (fpr, tpr, auc) in curves.items():
         ax.plot(fpr, tpr, (styles or {}).get(label, "-"), label=f"{label} (AUC = {auc:.4f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
@@ -129,39 +144,69 @@ def draw_roc(ax, curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
     ax.legend(title=title, loc="lower right", fontsize="small")
 
 
-def _stack_plot(plt, analysis: Analysis, name: str, category: str, mc: dict, roles: dict, data,
-                is_toy: bool, lumi_pb: float | None):
+def _data_and_ratio(ax, rax, data, total) -> None:
+    """Draw data points over the stack and the data/MC ratio with the MC statistical band."""
+    counts = data.values()
+    centres = data.axes[0].centers
+    ax.errorbar(centres, counts, yerr=np.sqrt(counts), fmt="ko", label="Data")
+    expected, mc_var = total.values(), total.variances()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rax.errorbar(centres, counts / expected, yerr=np.sqrt(counts) / expected, fmt="ko")
+        band = np.sqrt(mc_var) / expected
+    rax.stairs(
+        1 + band,
+        data.axes[0].edges,
+        baseline=1 - band,
+        fill=True,
+        color="grey",
+        alpha=0.4,
+        label="MC stat. unc.",
+    )
+    rax.axhline(1, color="black", lw=0.8)
+    rax.set_ylim(0, 2)
+    rax.set_ylabel("Data / MC")
+    rax.set_xlabel(ax.get_xlabel())
+    ax.set_xlabel("")
+
+
+def _stack_plot(
+    plt,
+    analysis: Analysis,
+    name: str,
+    category: str,
+    mc: dict,
+    roles: dict,
+    data,
+    is_toy: bool,
+    lumi_pb: float | None,
+):
     """Stacked simulation (signal on top), data points and a data/MC ratio when there is data."""
     _, hep = _pyplot()
     order = sorted(mc, key=lambda p: (roles[p] == "signal", mc[p].sum().value))
     if data is None:
         fig, ax = plt.subplots(figsize=(10, 8))
     else:
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), sharex=True,
-                                      gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-    hep.histplot([mc[p] for p in order], label=order, stack=True, histtype="fill", ax=ax,
-                 edgecolor="black", linewidth=0.5)
+        fig, (ax, rax) = plt.subplots(
+            2, 1, figsize=(10, 10), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05}
+        )
+    hep.histplot(
+        [mc[p] for p in order],
+        label=order,
+        stack=True,
+        histtype="fill",
+        ax=ax,
+        edgecolor="black",
+        linewidth=0.5,
+    )
     total = sum(mc.values())
     if data is not None:
-        counts = data.values()
-        centres = data.axes[0].centers
-        ax.errorbar(centres, counts, yerr=np.sqrt(counts), fmt="ko", label="Data")
-        expected, mc_var = total.values(), total.variances()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rax.errorbar(centres, counts / expected, yerr=np.sqrt(counts) / expected, fmt="ko")
-            band = np.sqrt(mc_var) / expected
-        rax.stairs(1 + band, data.axes[0].edges, baseline=1 - band, fill=True, color="grey",
-                   alpha=0.4, label="MC stat. unc.")
-        rax.axhline(1, color="black", lw=0.8)
-        rax.set_ylim(0, 2)
-        rax.set_ylabel("Data / MC")
-        rax.set_xlabel(ax.get_xlabel())
-        ax.set_xlabel("")
+        _data_and_ratio(ax, rax, data, total)
     ax.set_ylabel("Events / bin")
     if name.startswith("score_"):
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(1e-3, total.values()[total.values() > 0].min() / 3))
     ax.legend(title=f"{analysis.style.title}, {category}", fontsize="small")
-    experiment_label(ax, analysis, is_toy, simulation=data is None,
-                     lumi_fb=lumi_pb / 1000 if lumi_pb else None)
+    experiment_label(
+        ax, analysis, is_toy, simulation=data is None, lumi_fb=lumi_pb / 1000 if lumi_pb else None
+    )
     return fig

@@ -1,5 +1,8 @@
-"""The generic chunk pipeline (a coffea processor): objects -> selection -> weights -> categories
--> features -> ONNX scores -> histograms, or the feature export for training."""
+"""The generic chunk pipeline, a coffea processor.
+
+The generic chunk pipeline (a coffea processor): objects -> selection -> weights -> categories
+-> features -> ONNX scores -> histograms, or the feature export for training.
+"""
 
 from __future__ import annotations
 
@@ -28,24 +31,30 @@ def make_histograms(analysis: Analysis, model_names: Sequence[str] = ()) -> dict
     """Return the empty output histograms: (dataset, category, physics axes), Weight storage."""
 
     def book(*axes: hist.axis.Regular) -> hist.Hist:
-        return hist.Hist(hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
-                         hist.axis.StrCategory(list(analysis.categories.names), name="category",
-                                               label="Category"),
-                         *axes, storage=hist.storage.Weight())
+        return hist.Hist(
+            hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
+            hist.axis.StrCategory(list(analysis.categories.names), name="category", label="Category"),
+            *axes,
+            storage=hist.storage.Weight(),
+        )
 
     out = {spec.name: book(*spec.axes) for spec in analysis.histograms}
     cut = analysis.histogram(analysis.scoring.cut_histogram)
     for name in model_names:
-        out[f"score_{name}"] = book(hist.axis.Regular(analysis.scoring.score_bins, 0.0, 1.0,
-                                                      name="score", label=f"{name} score"))
+        out[f"score_{name}"] = book(
+            hist.axis.Regular(analysis.scoring.score_bins, 0.0, 1.0, name="score", label=f"{name} score")
+        )
         out[f"{cut.name}_{name}_pass"] = book(*cut.axes)
     return out
 
 
 @dataclass
 class Selected:
-    """One chunk after the selection: events, objects and observables of the selected events,
-    their weights, category masks and the scored events' feature columns."""
+    """One chunk after the selection.
+
+    One chunk after the selection: events, objects and observables of the selected events,
+    their weights, category masks and the scored events' feature columns.
+    """
 
     events: Any
     observables: Any
@@ -68,9 +77,14 @@ class AnalysisProcessor(processor.ProcessorABC):
     a retried chunk overwrites rather than duplicates).
     """
 
-    def __init__(self, analysis: Analysis, scorers: Sequence = (), mode: str = "histograms",
-                 features_dir: str | Path | None = None,
-                 score_cut: float | Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        analysis: Analysis,
+        scorers: Sequence = (),
+        mode: str = "histograms",
+        features_dir: str | Path | None = None,
+        score_cut: float | Mapping[str, float] | None = None,
+    ):
         if mode not in MODES:
             raise ConfigurationError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
         self.analysis = analysis
@@ -79,8 +93,7 @@ class AnalysisProcessor(processor.ProcessorABC):
         self.features_dir = None if features_dir is None else str(features_dir)
         if not isinstance(score_cut, Mapping):
             score_cut = {s.name: score_cut for s in self.scorers if score_cut is not None}
-        self.score_cut = {s.name: score_cut.get(s.name, analysis.scoring.score_cut)
-                          for s in self.scorers}
+        self.score_cut = {s.name: score_cut.get(s.name, analysis.scoring.score_cut) for s in self.scorers}
 
     def process(self, events: ak.Array) -> dict:
         """Process one coffea chunk and return its histograms, cutflow and feature files."""
@@ -119,8 +132,11 @@ class AnalysisProcessor(processor.ProcessorABC):
             cutflow.add(f"category {name}", rows, w)
         scored = np.logical_or.reduce([categories[c] for c in a.scoring.categories])
         columns = self._feature_columns(observables if scored.all() else observables[scored])
-        finite = (np.logical_and.reduce([np.isfinite(c) for c in columns.values()]) if columns
-                  else np.ones(np.count_nonzero(scored), dtype=bool))
+        finite = (
+            np.logical_and.reduce([np.isfinite(c) for c in columns.values()])
+            if columns
+            else np.ones(np.count_nonzero(scored), dtype=bool)
+        )
         _warn_non_finite(meta, int(np.count_nonzero(~finite)))
         scored_idx = np.flatnonzero(scored)[finite]
         scored_mask = np.zeros(len(w), dtype=bool)
@@ -128,26 +144,35 @@ class AnalysisProcessor(processor.ProcessorABC):
         cutflow.add(f"{'+'.join(a.scoring.categories)}: finite features", scored_mask, w)
         event_field = a.input_flavour(flavour).event_id
         event_id = ak.to_numpy(selected[event_field])[scored_idx]
-        return cutflow, Selected(selected, observables, w, categories, columns, finite,
-                                 scored_idx, event_id)
+        return cutflow, Selected(selected, observables, w, categories, columns, finite, scored_idx, event_id)
 
     def _categories(self, observables: Any, n: int) -> dict[str, np.ndarray]:
         """Return the category masks in the analysis' order, checked against its definition."""
         names = self.analysis.categories.names
         masks = self.analysis.categories.assign(observables)
         if set(masks) != set(names):
-            raise ConfigurationError(f"analysis {self.analysis.name!r}: categories.assign returned "
-                                     f"{sorted(masks)}, not categories.names {names}")
+            raise ConfigurationError(
+                f"analysis {self.analysis.name!r}: categories.assign returned "
+                f"{sorted(masks)}, not categories.names {names}"
+            )
         masks = {c: np.asarray(masks[c], dtype=bool) for c in names}
-        if self.analysis.categories.exclusive and n and \
-                np.sum([m.astype(np.int8) for m in masks.values()], axis=0).max() > 1:
-            raise ConfigurationError(f"analysis {self.analysis.name!r}: categories overlap; "
-                                     "set Categories(exclusive=False) for overlapping regions")
+        if (
+            self.analysis.categories.exclusive
+            and n
+            and np.sum([m.astype(np.int8) for m in masks.values()], axis=0).max() > 1
+        ):
+            raise ConfigurationError(
+                f"analysis {self.analysis.name!r}: categories overlap; "
+                "set Categories(exclusive=False) for overlapping regions"
+            )
         return masks
 
     def _feature_columns(self, observables: Any) -> dict[str, np.ndarray]:
-        specs = list(self.analysis.features.values()) if self.mode == "features" else [
-            self.analysis.feature_spec(s.feature_set) for s in self.scorers]
+        specs = (
+            list(self.analysis.features.values())
+            if self.mode == "features"
+            else [self.analysis.feature_spec(s.feature_set) for s in self.scorers]
+        )
         columns: dict[str, np.ndarray] = {}
         for spec in specs:
             if not set(spec.names) <= set(columns):
@@ -177,14 +202,15 @@ class AnalysisProcessor(processor.ProcessorABC):
         for scorer in self.scorers:
             names = a.feature_spec(scorer.feature_set).names
             score = scorer.score_columns(
-                [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names],
-                sel.event_id)
+                [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names], sel.event_id
+            )
             passed = score > self.score_cut[scorer.name]
             for cat, rows in scored_in.items():
                 hists[f"score_{scorer.name}"].fill(dataset, cat, score[rows], weight=w_scored[rows])
-                rows = rows & passed
+                keep = rows & passed
                 hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
-                    dataset, cat, *(v[rows] for v in cut_values), weight=w_scored[rows])
+                    dataset, cat, *(v[keep] for v in cut_values), weight=w_scored[keep]
+                )
 
     def _labels(self, meta: Mapping, sel: Selected) -> np.ndarray:
         if self.analysis.labels is not None:
@@ -195,19 +221,27 @@ class AnalysisProcessor(processor.ProcessorABC):
 
     def _export(self, meta: Mapping, sel: Selected) -> dict[str, int]:
         scored_names = self.analysis.scoring.categories
-        category = np.select([sel.categories[c][sel.scored_idx] for c in scored_names],
-                             list(scored_names), default="")
-        table = pa.table({
-            **{n: c[sel.finite] for n, c in sel.columns.items()},
-            "weight": sel.weights[sel.scored_idx],
-            "label": self._labels(meta, sel),
-            "event": sel.event_id.astype(np.int64),
-            "category": category,
-            "dataset": np.full(len(sel.scored_idx), meta["dataset"]),
-        })
-        path = Path(str(self.features_dir)) / meta["dataset"] / (
-            f"{meta['fileuuid'] or Path(meta['filename']).stem}_"
-            f"{meta['entrystart']}-{meta['entrystop']}.parquet")
+        category = np.select(
+            [sel.categories[c][sel.scored_idx] for c in scored_names], list(scored_names), default=""
+        )
+        table = pa.table(
+            {
+                **{n: c[sel.finite] for n, c in sel.columns.items()},
+                "weight": sel.weights[sel.scored_idx],
+                "label": self._labels(meta, sel),
+                "event": sel.event_id.astype(np.int64),
+                "category": category,
+                "dataset": np.full(len(sel.scored_idx), meta["dataset"]),
+            }
+        )
+        path = (
+            Path(str(self.features_dir))
+            / meta["dataset"]
+            / (
+                f"{meta['fileuuid'] or Path(meta['filename']).stem}_"
+                f"{meta['entrystart']}-{meta['entrystop']}.parquet"
+            )
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
         return {str(path): len(sel.scored_idx)}
@@ -215,7 +249,10 @@ class AnalysisProcessor(processor.ProcessorABC):
 
 def _warn_non_finite(meta: Mapping, n_bad: int) -> None:
     if n_bad:
-        warnings.warn(f"{meta['dataset']} {meta.get('filename')} entries {meta.get('entrystart')}-"
-                      f"{meta.get('entrystop')}: {n_bad} event(s) with NaN/inf features are "
-                      "excluded from scoring and from the feature export", HepsieveWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{meta['dataset']} {meta.get('filename')} entries {meta.get('entrystart')}-"
+            f"{meta.get('entrystop')}: {n_bad} event(s) with NaN/inf features are "
+            "excluded from scoring and from the feature export",
+            HepsieveWarning,
+            stacklevel=3,
+        )

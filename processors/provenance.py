@@ -14,8 +14,19 @@ from typing import Any
 from hepsieve.processors.errors import ConfigurationError
 
 RUN_RECORD_VERSION = 1
-VERSIONED = ("hepsieve", "coffea", "uproot", "awkward", "hist", "numpy", "onnxruntime",
-             "dask", "distributed", "torch", "scikit-learn")
+VERSIONED = (
+    "hepsieve",
+    "coffea",
+    "uproot",
+    "awkward",
+    "hist",
+    "numpy",
+    "onnxruntime",
+    "dask",
+    "distributed",
+    "torch",
+    "scikit-learn",
+)
 
 
 def versions() -> dict[str, str]:
@@ -33,10 +44,13 @@ def host() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory [MB] of this process: VmHWM where /proc exists. (``ru_maxrss``
-    survives fork + exec, so a spawned worker would report its parent's peak.)"""
+    """Return the peak resident memory [MB] of this process.
+
+    Peak resident memory [MB] of this process: VmHWM where /proc exists. (``ru_maxrss``
+    survives fork + exec, so a spawned worker would report its parent's peak.)
+    """
     try:
-        with open("/proc/self/status") as status:
+        with Path("/proc/self/status").open() as status:
             for line in status:
                 if line.startswith("VmHWM"):
                     return int(line.split()[1]) / 1024
@@ -80,7 +94,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready dict (optional entries left out when empty)."""
         out = asdict(self)
-        return {k: v for k, v in out.items() if v is not None or k in ("events_per_s",)}
+        return {k: v for k, v in out.items() if v is not None or k == "events_per_s"}
 
     def write(self, path: str | Path) -> Path:
         """Write ``run.json`` at ``path`` (through a temporary file and a rename)."""
@@ -97,8 +111,9 @@ class RunRecord:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ConfigurationError(f"{path}: not the run.json of a finished `hepsieve run` "
-                                     f"({type(err).__name__}: {err})") from None
+            raise ConfigurationError(
+                f"{path}: not the run.json of a finished `hepsieve run` ({type(err).__name__}: {err})"
+            ) from None
         known = {f.name for f in fields(cls)}
         data.setdefault("analysis_ref", data.get("analysis", ""))
         data.setdefault("lumi_pb", None)

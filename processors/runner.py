@@ -27,7 +27,7 @@ from coffea.processor.executor import FileMeta
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import OnnxScorer, default_models_dir, load_scorers
-from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.analyses import get_analysis, ship_by_value
 from hepsieve.processors.analysis import Analysis
 from hepsieve.processors.cutflow import cutflow_table
 from hepsieve.processors.errors import ConfigurationError, CutflowMismatchError, HepsieveError
@@ -47,8 +47,11 @@ def _default_workers() -> int:
 
 @dataclass
 class RunConfig:
-    """Options of one run; paths may be ``str`` or ``Path``, the analysis a name, ``module:ATTR``
-    or an :class:`~hepsieve.processors.Analysis`. ``out_dir=None`` writes no files."""
+    """Options of one run.
+
+    Options of one run; paths may be ``str`` or ``Path``, the analysis a name, ``module:ATTR``
+    or an :class:`~hepsieve.processors.Analysis`. ``out_dir=None`` writes no files.
+    """
 
     analysis: str | Analysis
     data_dir: str | Path
@@ -99,16 +102,22 @@ class RunResult:
 
 
 def _fileset_hash(resolved: ResolvedFileset) -> str:
-    desc = {ds: {f: os.stat(f).st_size for f in spec["files"]} for ds, spec in resolved.fileset.items()}
+    desc = {ds: {f: Path(f).stat().st_size for f in spec["files"]} for ds, spec in resolved.fileset.items()}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
 
 def metadata_cache(resolved: ResolvedFileset, tree: str) -> dict:
-    """Return coffea's file metadata (entries, UUID, the dataset's metadata) for every file,
+    """Return coffea's file metadata of every file, from the preflight.
+
+    Return coffea's file metadata (entries, UUID, the dataset's metadata) for every file,
     from the preflight that already opened each one: coffea then skips its own
-    preprocessing pass over the files (0.8 s for the 12 UCI HIGGS files on 2 workers)."""
-    return {FileMeta(ds, path, tree): {**entry["metadata"], **resolved.file_meta[path]}
-            for ds, entry in resolved.fileset.items() for path in entry["files"]}
+    preprocessing pass over the files (0.8 s for the 12 UCI HIGGS files on 2 workers).
+    """
+    return {
+        FileMeta(ds, path, tree): {**entry["metadata"], **resolved.file_meta[path]}
+        for ds, entry in resolved.fileset.items()
+        for path in entry["files"]
+    }
 
 
 def check_accounting(cutflow: dict, resolved: ResolvedFileset, complete: bool) -> dict[str, dict]:
@@ -120,14 +129,15 @@ def check_accounting(cutflow: dict, resolved: ResolvedFileset, complete: bool) -
         if complete and processed != expected:
             raise CutflowMismatchError(
                 f"dataset {dataset}: processed {processed} entries but the input files hold "
-                f"{expected}; the output is incomplete and was not written")
+                f"{expected}; the output is incomplete and was not written"
+            )
     return summary
 
 
 def _scorers(config: RunConfig, analysis: Analysis) -> list[OnnxScorer]:
     if config.mode != "histograms":
         return []
-    models_dir = config.models_dir or default_models_dir(analysis)
+    models_dir = Path(config.models_dir) if config.models_dir else default_models_dir(analysis)
     if config.models_dir is None and not any(models_dir.glob("*.json")):
         log.warning("no shipped models for %s: filling kinematic histograms only", analysis.name)
         return []
@@ -135,27 +145,31 @@ def _scorers(config: RunConfig, analysis: Analysis) -> list[OnnxScorer]:
     return load_scorers(models_dir, analysis, threads=threads, names=config.models)
 
 
-def _execute(config: RunConfig, analysis: Analysis, spec: dict, resolved: ResolvedFileset,
-             proc: AnalysisProcessor) -> tuple[dict, float, float, list[float] | None]:
+def _execute(
+    config: RunConfig, analysis: Analysis, spec: dict, resolved: ResolvedFileset, proc: AnalysisProcessor
+) -> tuple[dict, float, float, list[float] | None]:
     """Run coffea's Runner; return (output, start-up s, processing wall s, worker peak RSS)."""
     schema = SCHEMA_CLASSES[analysis.input_flavour(spec.get("inputs")).schema]
-    checkpointer = (processor.SimpleCheckpointer(str(config.checkpoint))
-                    if config.checkpoint else None)
+    checkpointer = processor.SimpleCheckpointer(str(config.checkpoint)) if config.checkpoint else None
     start = time.perf_counter()
     with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
         startup = time.perf_counter() - start  # local cluster start, not event processing
-        runner = processor.Runner(executor=ex, schema=schema, chunksize=config.chunksize,
-                                  maxchunks=config.maxchunks, checkpointer=checkpointer,
-                                  format=spec.get("format", "root"),
-                                  metadata_cache=metadata_cache(resolved, spec["tree"]))
+        runner = processor.Runner(
+            executor=ex,
+            schema=schema,
+            chunksize=config.chunksize,
+            maxchunks=config.maxchunks,
+            checkpointer=checkpointer,
+            format=spec.get("format", "root"),
+            metadata_cache=metadata_cache(resolved, spec["tree"]),
+        )
         # uproot's default array cache (100 MB per file) copies every column it reads; coffea
         # reads each column of a chunk once, so the copies bought nothing (measured: ~0.1 us
         # of ~1 us per UCI HIGGS event)
         uproot_options = {"array_cache": None} if runner.format == "root" else {}
         try:
             with quiet_console(not config.progress):
-                output = runner(resolved.fileset, proc, treename=spec["tree"],
-                                uproot_options=uproot_options)
+                output = runner(resolved.fileset, proc, treename=spec["tree"], uproot_options=uproot_options)
         except HepsieveError:
             raise
         except Exception as err:
@@ -164,55 +178,91 @@ def _execute(config: RunConfig, analysis: Analysis, spec: dict, resolved: Resolv
         return output, startup, elapsed, worker_peak_rss_mb(ex)
 
 
-def _record(config: RunConfig, analysis: Analysis, resolved: ResolvedFileset, spec: dict,
-            proc: AnalysisProcessor, timing: tuple[float, float, list[float] | None],
-            accounting: dict) -> RunRecord:
+def _record(
+    config: RunConfig,
+    analysis: Analysis,
+    resolved: ResolvedFileset,
+    spec: dict,
+    proc: AnalysisProcessor,
+    timing: tuple[float, float, list[float] | None],
+    accounting: dict,
+) -> RunRecord:
     startup, elapsed, worker_rss = timing
     n_events = sum(v["processed"] for v in accounting.values())
     ref = config.analysis if isinstance(config.analysis, str) else analysis.name
     return RunRecord(
-        command=" ".join(sys.argv), analysis=analysis.name, analysis_ref=ref, mode=config.mode,
-        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()
-                if k != "analysis"} | {"analysis": ref},
-        is_toy=resolved.is_toy, data_dir=str(Path(config.data_dir).resolve()),
+        command=" ".join(sys.argv),
+        analysis=analysis.name,
+        analysis_ref=ref,
+        mode=config.mode,
+        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k != "analysis"}
+        | {"analysis": ref},
+        is_toy=resolved.is_toy,
+        data_dir=str(Path(config.data_dir).resolve()),
         fileset={ds: list(v["files"]) for ds, v in resolved.fileset.items()},
         datasets_meta={ds: v["metadata"] for ds, v in resolved.fileset.items()},
-        fileset_sha256=_fileset_hash(resolved), lumi_pb=spec.get("lumi_pb"),
-        skipped_files=resolved.skipped, accounting=accounting,
-        models={s.name: {"card": str(s.card.path), "feature_set": s.feature_set,
-                         "onnx_sha256": s.hashes} for s in proc.scorers},
-        score_cut=proc.score_cut, events=n_events, executor_start_s=startup, wall_s=elapsed,
-        events_per_s=n_events / elapsed if elapsed > 0 else None, worker_max_rss_mb=worker_rss)
+        fileset_sha256=_fileset_hash(resolved),
+        lumi_pb=spec.get("lumi_pb"),
+        skipped_files=resolved.skipped,
+        accounting=accounting,
+        models={
+            s.name: {"card": str(s.card.path), "feature_set": s.feature_set, "onnx_sha256": s.hashes}
+            for s in proc.scorers
+        },
+        score_cut=proc.score_cut,
+        events=n_events,
+        executor_start_s=startup,
+        wall_s=elapsed,
+        events_per_s=n_events / elapsed if elapsed > 0 else None,
+        worker_max_rss_mb=worker_rss,
+    )
 
 
 def run(config: RunConfig) -> RunResult:
     """Run ``config.analysis``; return the results and write them to ``out_dir`` if given."""
     analysis = get_analysis(config.analysis)
+    if config.executor != "iterative":
+        ship_by_value(analysis)
     spec = load_fileset_spec(config.fileset or analysis.name)
     flavour = analysis.input_flavour(spec.get("inputs"))
-    resolved = resolve_fileset(spec, config.data_dir, flavour, datasets=config.datasets,
-                               skip_bad_files=config.skip_bad_files)
-    features_dir = None if config.out_dir is None else config.out_dir / "features"
-    proc = AnalysisProcessor(analysis, _scorers(config, analysis), mode=config.mode,
-                             features_dir=features_dir, score_cut=config.score_cut)
-    log.info("%s: %d datasets, %d entries, executor=%s workers=%d chunksize=%d",
-             analysis.name, len(resolved.fileset), resolved.total_entries, config.executor,
-             config.workers, config.chunksize)
-    output, *timing = _execute(config, analysis, spec, resolved, proc)
+    resolved = resolve_fileset(
+        spec, config.data_dir, flavour, datasets=config.datasets, skip_bad_files=config.skip_bad_files
+    )
+    out_dir = None if config.out_dir is None else Path(config.out_dir)
+    features_dir = None if out_dir is None else out_dir / "features"
+    proc = AnalysisProcessor(
+        analysis,
+        _scorers(config, analysis),
+        mode=config.mode,
+        features_dir=features_dir,
+        score_cut=config.score_cut,
+    )
+    log.info(
+        "%s: %d datasets, %d entries, executor=%s workers=%d chunksize=%d",
+        analysis.name,
+        len(resolved.fileset),
+        resolved.total_entries,
+        config.executor,
+        config.workers,
+        config.chunksize,
+    )
+    output, startup, elapsed, worker_rss = _execute(config, analysis, spec, resolved, proc)
     cutflow = output.get("cutflow", {})
     accounting = check_accounting(cutflow, resolved, complete=config.maxchunks is None)
-    record = _record(config, analysis, resolved, spec, proc, tuple(timing), accounting)
+    record = _record(config, analysis, resolved, spec, proc, (startup, elapsed, worker_rss), accounting)
     if proc.scorers and {"signal", "background"} <= set(analysis.categories.names):
         record.auc_from_histograms = auc_from_histograms(output["histograms"])
         log.info("AUC from the score histograms: %s", record.auc_from_histograms)
     if config.mode == "features":
-        record.feature_files = {ds: sorted(files) for ds, files in
-                                output.get("feature_files", {}).items()}
-    files = [] if config.out_dir is None else write_outputs(
-        config.out_dir, output.get("histograms"), cutflow, record)
+        record.feature_files = {ds: sorted(files) for ds, files in output.get("feature_files", {}).items()}
+    files = [] if out_dir is None else write_outputs(out_dir, output.get("histograms"), cutflow, record)
     log.info("cutflow:\n%s", cutflow_table(cutflow))
-    log.info("processed %d events in %.1f s (%.0f events/s)", record.events, record.wall_s,
-             record.events_per_s or 0)
+    log.info(
+        "processed %d events in %.1f s (%.0f events/s)",
+        record.events,
+        record.wall_s,
+        record.events_per_s or 0,
+    )
     if resolved.skipped:
         log.warning("left out of this run:\n  %s", "\n  ".join(resolved.skipped))
     return RunResult(output.get("histograms", {}), cutflow, record, files)

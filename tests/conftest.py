@@ -29,8 +29,17 @@ def cms_toy_dir(tmp_path_factory) -> Path:
 def cms_features_run(cms_toy_dir, tmp_path_factory) -> Path:
     """Output directory of a features-mode run (iterative executor)."""
     out = tmp_path_factory.mktemp("cms_features")
-    run(RunConfig("cms-hzz4l", cms_toy_dir, out, mode="features", executor="iterative",
-                  chunksize=5000, progress=False))
+    run(
+        RunConfig(
+            "cms-hzz4l",
+            cms_toy_dir,
+            out,
+            mode="features",
+            executor="iterative",
+            chunksize=5000,
+            progress=False,
+        )
+    )
     return out
 
 
@@ -69,8 +78,9 @@ def atlas_toy_dir(tmp_path_factory) -> Path:
 def atlas_run(atlas_toy_dir, tmp_path_factory):
     """Features-mode run over the whole ATLAS toy (iterative)."""
     out = tmp_path_factory.mktemp("atlas_run")
-    return run(RunConfig("atlas-hzz4l", atlas_toy_dir, out, mode="features", executor="iterative",
-                         progress=False)), out
+    return run(
+        RunConfig("atlas-hzz4l", atlas_toy_dir, out, mode="features", executor="iterative", progress=False)
+    ), out
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +88,9 @@ def higgs_toy_dir(tmp_path_factory) -> Path:
     """UCI HIGGS toy: 22 000 rows as ROOT chunks of 5 000 and as HIGGS.csv.gz (same seed)."""
     from hepsieve.datasets.toys.higgs_uci import generate
 
-    return generate(tmp_path_factory.mktemp("higgs"), events=22_000, seed=5,
-                    formats=("root", "csv"), chunk_rows=5000)
+    return generate(
+        tmp_path_factory.mktemp("higgs"), events=22_000, seed=5, formats=("root", "csv"), chunk_rows=5000
+    )
 
 
 @pytest.fixture(scope="session")
@@ -88,10 +99,25 @@ def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
     from hepsieve.training.train import train
 
     features = tmp_path_factory.mktemp("higgs_features")
-    run(RunConfig("higgs-uci", higgs_toy_dir, features, mode="features", executor="iterative",
-                  datasets=["train"], progress=False))
+    run(
+        RunConfig(
+            "higgs-uci",
+            higgs_toy_dir,
+            features,
+            mode="features",
+            executor="iterative",
+            datasets=["train"],
+            progress=False,
+        )
+    )
     out = tmp_path_factory.mktemp("higgs_models")
-    train("higgs-uci", features / "features", "mlp", out, progress=False,
-          hyper={"epochs": 8, "hidden": (16, 16)})
+    train(
+        "higgs-uci",
+        features / "features",
+        "mlp",
+        out,
+        progress=False,
+        hyper={"epochs": 8, "hidden": (16, 16)},
+    )
     train("higgs-uci", features / "features", "hgb", out, progress=False, hyper={"max_iter": 30})
     return out

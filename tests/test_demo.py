@@ -8,8 +8,9 @@ from hepsieve.processors.cli import main
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("analysis", "plot"), [("cms-hzz4l", "m4l_vbf.png"),
-                                                ("atlas-hzz4l", "m4l_2e2mu.png")])
+@pytest.mark.parametrize(
+    ("analysis", "plot"), [("cms-hzz4l", "m4l_vbf.png"), ("atlas-hzz4l", "m4l_2e2mu.png")]
+)
 def test_demo_produces_every_output(tmp_path, analysis, plot):
     assert main(["-q", "demo", analysis, "--out", str(tmp_path)]) == 0
     hists = tmp_path / "histograms"

@@ -11,16 +11,39 @@ from hepsieve.processors.cli import main
 def test_non_editable_install_imports_from_another_directory(tmp_path):
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(root)], check=True,
-                   cwd=tmp_path)
-    code = ("import hepsieve.processors, hepsieve.models, hepsieve.training, hepsieve.datasets, "
-            "hepsieve.datasets.toys.cms_hzz4l as t; from hepsieve.datasets import load_fileset_spec;"
-            "print(hepsieve.processors.__file__); print(load_fileset_spec('cms-hzz4l')['tree'])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, text=True,
-                         capture_output=True, env={"PYTHONPATH": str(target), "PATH": ""}).stdout
-    assert out.splitlines() == [str(target / "hepsieve" / "processors" / "__init__.py"),
-                                "HZZ4LeptonsAnalysisReduced"]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(root),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
+    code = (
+        "import hepsieve.processors, hepsieve.models, hepsieve.training, hepsieve.datasets, "
+        "hepsieve.datasets.toys.cms_hzz4l as t; from hepsieve.datasets import load_fileset_spec;"
+        "print(hepsieve.processors.__file__); print(load_fileset_spec('cms-hzz4l')['tree'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        check=True,
+        text=True,
+        capture_output=True,
+        env={"PYTHONPATH": str(target), "PATH": ""},
+    ).stdout
+    assert out.splitlines() == [
+        str(target / "hepsieve" / "processors" / "__init__.py"),
+        "HZZ4LeptonsAnalysisReduced",
+    ]
     # no top-level packages that would shadow others (e.g. Hugging Face `datasets`)
     assert not (target / "datasets").exists() and not (target / "processors").exists()
 
@@ -34,8 +57,9 @@ def test_every_subcommand_has_help(command, capsys):
 
 
 def test_cli_errors_are_one_line_naming_the_problem(tmp_path, capsys):
-    code = main(["-q", "run", "cms-hzz4l", "--data-dir", str(tmp_path / "nowhere"),
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        ["-q", "run", "cms-hzz4l", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "nowhere does not exist" in err and "hepsieve generate cms-hzz4l" in err
@@ -43,9 +67,27 @@ def test_cli_errors_are_one_line_naming_the_problem(tmp_path, capsys):
 
 
 def test_cli_run_and_plot(cms_toy_dir, cms_models, tmp_path, capsys):
-    assert main(["-q", "run", "cms-hzz4l", "--data-dir", str(cms_toy_dir), "--out",
-                 str(tmp_path / "r"), "--models", str(cms_models), "--executor", "iterative",
-                 "--datasets", "VBF_HToZZTo4mu", "ZZTo4mu"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "run",
+                "cms-hzz4l",
+                "--data-dir",
+                str(cms_toy_dir),
+                "--out",
+                str(tmp_path / "r"),
+                "--models",
+                str(cms_models),
+                "--executor",
+                "iterative",
+                "--datasets",
+                "VBF_HToZZTo4mu",
+                "ZZTo4mu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "VBF_HToZZTo4mu" in out and "processed       3000 /       3000" in out
     assert main(["-q", "plot", str(tmp_path / "r")]) == 0
@@ -57,20 +99,58 @@ def test_cli_flat_csv_convert_and_working_points(tmp_path, capsys):
     import json
 
     toys, csv = tmp_path / "toys", tmp_path / "csv"
-    assert main(["-q", "generate", "atlas-hzz4l", "--events", "300", "--out", str(toys),
-                 "--flat-csv", str(csv)]) == 0
+    assert (
+        main(["-q", "generate", "atlas-hzz4l", "--events", "300", "--out", str(toys), "--flat-csv", str(csv)])
+        == 0
+    )
     assert sorted(p.name for p in csv.glob("*.csv")) == ["data.csv", "ggH125_ZZ4lep.csv", "llll.csv"]
     assert main(["-q", "convert", *map(str, sorted(csv.glob("*.csv"))), "--out", str(tmp_path / "pq")]) == 0
     metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({"models": {"mlp": {"ams": {"working_point": 0.83}},
-                                              "rf": {"ams": {"working_point": 0.9}}}}))
-    assert main(["-q", "run", "atlas-hzz4l", "--fileset", "atlas_hzz4l_csv", "--data-dir",
-                 str(tmp_path / "pq"), "--out", str(tmp_path / "r"), "--executor", "iterative",
-                 "--working-points", str(metrics)]) == 0
+    metrics.write_text(
+        json.dumps(
+            {"models": {"mlp": {"ams": {"working_point": 0.83}}, "rf": {"ams": {"working_point": 0.9}}}}
+        )
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "run",
+                "atlas-hzz4l",
+                "--fileset",
+                "atlas_hzz4l_csv",
+                "--data-dir",
+                str(tmp_path / "pq"),
+                "--out",
+                str(tmp_path / "r"),
+                "--executor",
+                "iterative",
+                "--working-points",
+                str(metrics),
+            ]
+        )
+        == 0
+    )
     prov = json.loads((tmp_path / "r" / "run.json").read_text())
     assert prov["score_cut"] == {"mlp": 0.83, "rf": 0.9}
     assert set(prov["accounting"]) == {"data", "ggH125_ZZ4lep", "llll"}
     assert all(a["processed"] == a["expected"] > 0 for a in prov["accounting"].values())
-    assert main(["-q", "generate", "cms-hzz4l", "--events", "10", "--out", str(tmp_path / "c"),
-                 "--flat-csv", str(tmp_path / "x"), "--datasets", "ZZTo4e"]) == 2
+    assert (
+        main(
+            [
+                "-q",
+                "generate",
+                "cms-hzz4l",
+                "--events",
+                "10",
+                "--out",
+                str(tmp_path / "c"),
+                "--flat-csv",
+                str(tmp_path / "x"),
+                "--datasets",
+                "ZZTo4e",
+            ]
+        )
+        == 2
+    )
     assert "has no flat CSV form" in capsys.readouterr().err

@@ -20,8 +20,10 @@ def load_features(features_dir: str | Path, feature_names: tuple[str, ...]) -> p
     path = Path(features_dir)
     files = sorted(path.rglob("*.parquet")) if path.is_dir() else []
     if not files:
-        raise InputFileError(f"no feature Parquet files under {path}; export them with "
-                             "`hepsieve run <analysis> --mode features --out DIR` and pass DIR/features")
+        raise InputFileError(
+            f"no feature Parquet files under {path}; export them with "
+            "`hepsieve run <analysis> --mode features --out DIR` and pass DIR/features"
+        )
     dataset = pads.dataset([str(f) for f in files], format="parquet")
     needed = [*feature_names, "weight", "label", "event", "dataset"]
     missing = [c for c in needed if c not in dataset.schema.names]
@@ -48,13 +50,18 @@ def training_weights(weight: np.ndarray, label: np.ndarray, negative: str = "zer
     number and weight are logged), ``keep`` keeps the sign, ``abs`` flips it.
     """
     if negative not in NEGATIVE_WEIGHT_POLICIES:
-        raise ConfigurationError(f"--negative-weights {negative!r}: choose one of "
-                                 f"{', '.join(NEGATIVE_WEIGHT_POLICIES)}")
+        raise ConfigurationError(
+            f"--negative-weights {negative!r}: choose one of {', '.join(NEGATIVE_WEIGHT_POLICIES)}"
+        )
     w = np.asarray(weight, dtype=np.float64).copy()
     neg = w < 0
     if neg.any():
-        log.info("%d events (%.2f %% of |weight|) carry negative weights: policy %r",
-                 neg.sum(), 100 * np.abs(w[neg]).sum() / np.abs(w).sum(), negative)
+        log.info(
+            "%d events (%.2f %% of |weight|) carry negative weights: policy %r",
+            neg.sum(),
+            100 * np.abs(w[neg]).sum() / np.abs(w).sum(),
+            negative,
+        )
         w = np.where(neg, 0.0, w) if negative == "zero" else np.abs(w) if negative == "abs" else w
     for cls in (0, 1):
         rows = label == cls

@@ -1,5 +1,8 @@
-"""The registries of training choices (model kinds, MLP activations, negative-weight policies),
-light to import: the command line takes its choices from here without loading torch."""
+"""The registries of training choices, light to import.
+
+The registries of training choices (model kinds, MLP activations, negative-weight policies),
+light to import: the command line takes its choices from here without loading torch.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class ModelKind:
     output: dict[str, Any]
     hyper: tuple[str, ...] = field(default=())  # hyperparameters the command line sets
 
-    def fit(self, x, y, w, val, seed: int, progress: bool, hyper: dict):
+    def fit(self, x, y, w, val, seed: int, progress: bool, hyper: dict) -> tuple[Any, dict]:
         """Return (fitted model, training history); ``val`` marks the validation rows."""
         if self.name == "mlp":
             from hepsieve.training.mlp import fit_mlp
@@ -57,12 +60,14 @@ class ModelKind:
 
 PROBABILITIES = {"name": "probabilities", "column": 1, "meaning": "P(signal)"}
 MODEL_KINDS: dict[str, ModelKind] = {
-    "mlp": ModelKind("mlp", "PyTorch MLP: Standardize, hidden layers (SELU, tanh or ReLU) + dropout, "
-                     "sigmoid output; weighted BCE, Adam, early stopping on validation loss",
-                     {"name": "p_signal", "column": 0, "meaning": "P(signal)"},
-                     ("epochs", "hidden", "activation")),
+    "mlp": ModelKind(
+        "mlp",
+        "PyTorch MLP: Standardize, hidden layers (SELU, tanh or ReLU) + dropout, "
+        "sigmoid output; weighted BCE, Adam, early stopping on validation loss",
+        {"name": "p_signal", "column": 0, "meaning": "P(signal)"},
+        ("epochs", "hidden", "activation"),
+    ),
     "rf": ModelKind("rf", "scikit-learn RandomForestClassifier (300 trees, depth 5)", PROBABILITIES),
-    "hgb": ModelKind("hgb", "scikit-learn HistGradientBoostingClassifier (200 iterations)",
-                     PROBABILITIES),
+    "hgb": ModelKind("hgb", "scikit-learn HistGradientBoostingClassifier (200 iterations)", PROBABILITIES),
     "ada": ModelKind("ada", "scikit-learn AdaBoostClassifier (200 decision stumps)", PROBABILITIES),
 }

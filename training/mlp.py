@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +36,13 @@ class Standardize(nn.Module):
 ACTIVATIONS = {"selu": nn.SELU, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-def build_mlp(mean: np.ndarray, std: np.ndarray, hidden: tuple[int, ...] = (50, 10, 5),
-              dropout: float = 0.1, activation: str = "selu") -> nn.Sequential:
+def build_mlp(
+    mean: np.ndarray,
+    std: np.ndarray,
+    hidden: tuple[int, ...] = (50, 10, 5),
+    dropout: float = 0.1,
+    activation: str = "selu",
+) -> nn.Sequential:
     """Return Standardize -> [Linear, activation, Dropout]* -> Linear -> Sigmoid (P(signal))."""
     if activation not in ACTIVATIONS:
         raise ConfigurationError(f"--activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
@@ -54,10 +60,39 @@ def _weighted_bce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.T
     return (w * nn.functional.binary_cross_entropy(p, y, reduction="none")).sum() / w.sum()
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: np.ndarray, seed: int,
-            hidden: tuple[int, ...] = (50, 10, 5), dropout: float = 0.1, activation: str = "selu",
-            epochs: int = 60, patience: int = 6, batch_size: int = 256, lr: float = 1e-3,
-            progress: bool = True) -> tuple[nn.Sequential, dict]:
+def _train_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, data: tuple, batch_size: int, gen: torch.Generator
+) -> float:
+    """Run one epoch of minibatch steps in a seeded random order; return the mean training loss."""
+    xt, yt, wt = data
+    model.train()
+    order = torch.randperm(len(xt), generator=gen)
+    total = 0.0
+    for start in range(0, len(xt), batch_size):
+        idx = order[start : start + batch_size]
+        opt.zero_grad()
+        loss = _weighted_bce(model, xt[idx], yt[idx], wt[idx])
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * float(wt[idx].sum())
+    return total / float(wt.sum())
+
+
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    val: np.ndarray,
+    seed: int,
+    hidden: tuple[int, ...] = (50, 10, 5),
+    dropout: float = 0.1,
+    activation: str = "selu",
+    epochs: int = 60,
+    patience: int = 6,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    progress: bool = True,
+) -> tuple[nn.Sequential, dict]:
     """Train with weighted BCE and early stopping on the ``val`` rows; return (model, history).
 
     The model with the lowest validation loss is restored at the end.
@@ -69,25 +104,15 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, w: np.ndarray, val: np.ndarray, seed: 
     xt, yt, wt = (torch.as_tensor(a, dtype=torch.float32) for a in (x[fit], y[fit], w[fit]))
     xv, yv, wv = (torch.as_tensor(a, dtype=torch.float32) for a in (x[val], y[val], w[val]))
     gen = torch.Generator().manual_seed(seed)
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    history: dict[str, Any] = {"train_loss": [], "val_loss": []}
     best, best_state, waited = np.inf, None, 0
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("training MLP", total=epochs)
         for _ in range(epochs):
-            model.train()
-            order = torch.randperm(len(xt), generator=gen)
-            total = 0.0
-            for start in range(0, len(xt), batch_size):
-                idx = order[start:start + batch_size]
-                opt.zero_grad()
-                loss = _weighted_bce(model, xt[idx], yt[idx], wt[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * float(wt[idx].sum())
+            history["train_loss"].append(_train_epoch(model, opt, (xt, yt, wt), batch_size, gen))
             model.eval()
             with torch.no_grad():
                 val_loss = float(_weighted_bce(model, xv, yv, wv))
-            history["train_loss"].append(total / float(wt.sum()))
             history["val_loss"].append(val_loss)
             bar.advance(task)
             if val_loss < best - 1e-5:
@@ -115,7 +140,14 @@ def mlp_to_onnx(model: nn.Module, n_features: int) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-        torch.onnx.export(model, (torch.zeros(2, n_features),), buffer, input_names=["features"],
-                          output_names=["p_signal"], opset_version=17, dynamo=False,
-                          dynamic_axes={"features": {0: "batch"}, "p_signal": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, n_features),),
+            buffer,
+            input_names=["features"],
+            output_names=["p_signal"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"features": {0: "batch"}, "p_signal": {0: "batch"}},
+        )
     return buffer.getvalue()

@@ -32,7 +32,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from hepsieve.datasets.filesets import load_fileset_spec
+from hepsieve.datasets.filesets import load_fileset_spec, select_datasets
+from hepsieve.datasets.progress import ProgressWriter
 from hepsieve.datasets.toys.kinematics import (
     ELECTRON_MASS_GEV,
     MUON_MASS_GEV,
@@ -48,7 +49,6 @@ from hepsieve.datasets.toys.kinematics import (
     recoiling_parent,
     smear_pt,
 )
-from hepsieve.datasets.progress import ProgressWriter
 from hepsieve.processors.analyses.hzz4l_atlas import MEV, TREE
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,19 @@ log = logging.getLogger(__name__)
 NEGATIVE_WEIGHT_FRACTION = {"zz": 0.02, "zjets_e": 0.08, "zjets_mu": 0.08, "ttbar": 0.05}
 DATA_RUNS = {"data_A": 297730, "data_B": 300908, "data_C": 304178, "data_D": 307126}
 EVENT_BRANCHES = {
-    "runNumber": np.int32, "eventNumber": np.int64, "channelNumber": np.int32,
-    "mcWeight": np.float32, "scaleFactor_PILEUP": np.float32, "scaleFactor_ELE": np.float32,
-    "scaleFactor_MUON": np.float32, "scaleFactor_LepTRIGGER": np.float32, "trigE": np.bool_,
-    "trigM": np.bool_, "met_et": np.float32, "met_phi": np.float32, "XSection": np.float32,
+    "runNumber": np.int32,
+    "eventNumber": np.int64,
+    "channelNumber": np.int32,
+    "mcWeight": np.float32,
+    "scaleFactor_PILEUP": np.float32,
+    "scaleFactor_ELE": np.float32,
+    "scaleFactor_MUON": np.float32,
+    "scaleFactor_LepTRIGGER": np.float32,
+    "trigE": np.bool_,
+    "trigM": np.bool_,
+    "met_et": np.float32,
+    "met_phi": np.float32,
+    "XSection": np.float32,
     "SumWeights": np.float32,
 }
 
@@ -69,10 +78,15 @@ def _flavour_mass(flavour: np.ndarray) -> np.ndarray:
 
 
 def _stack(leptons, charge, flavour, prompt):
-    """Padded (n, k) arrays of lepton pt, eta, phi, charge, type, prompt."""
-    return {"pt": np.stack([v.pt for v in leptons], 1), "eta": np.stack([v.eta for v in leptons], 1),
-            "phi": np.stack([v.phi for v in leptons], 1), "charge": charge, "type": flavour,
-            "prompt": prompt}
+    """Return padded (n, k) arrays of lepton pt, eta, phi, charge, type, prompt."""
+    return {
+        "pt": np.stack([v.pt for v in leptons], 1),
+        "eta": np.stack([v.eta for v in leptons], 1),
+        "phi": np.stack([v.phi for v in leptons], 1),
+        "charge": charge,
+        "type": flavour,
+        "prompt": prompt,
+    }
 
 
 def _fake_leptons(rng, n: int, k: int, source_pt=None, source_eta=None, source_phi=None):
@@ -82,10 +96,14 @@ def _fake_leptons(rng, n: int, k: int, source_pt=None, source_eta=None, source_p
     src_eta = rng.normal(0, 1.8, shape) if source_eta is None else source_eta
     src_phi = rng.uniform(-np.pi, np.pi, shape) if source_phi is None else source_phi
     flavour = np.where(rng.random(shape) < 0.5, 11, 13)
-    return {"pt": rng.uniform(0.2, 0.7, shape) * src_pt,
-            "eta": src_eta + rng.normal(0, 0.05, shape), "phi": src_phi + rng.normal(0, 0.05, shape),
-            "charge": np.where(rng.random(shape) < 0.5, 1, -1), "type": flavour,
-            "prompt": np.zeros(shape, bool)}
+    return {
+        "pt": rng.uniform(0.2, 0.7, shape) * src_pt,
+        "eta": src_eta + rng.normal(0, 0.05, shape),
+        "phi": src_phi + rng.normal(0, 0.05, shape),
+        "charge": np.where(rng.random(shape) < 0.5, 1, -1),
+        "type": flavour,
+        "prompt": np.zeros(shape, bool),
+    }
 
 
 def _concat(*parts):
@@ -99,8 +117,12 @@ def _higgs_or_zz(rng, production: str, n: int):
     flavour_a = np.where(u < 0.25, 11, np.where(u < 0.5, 13, np.where(u < 0.75, 11, 13)))
     flavour_b = np.where(u < 0.25, 11, np.where(u < 0.5, 13, np.where(u < 0.75, 13, 11)))
     truth = decay_to_four_leptons(rng, parent, _flavour_mass(flavour_a), _flavour_mass(flavour_b))
-    leptons = _stack(truth, np.tile([1, -1, 1, -1], (n, 1)),
-                     np.stack([flavour_a, flavour_a, flavour_b, flavour_b], 1), np.ones((n, 4), bool))
+    leptons = _stack(
+        truth,
+        np.tile([1, -1, 1, -1], (n, 1)),
+        np.stack([flavour_a, flavour_a, flavour_b, flavour_b], 1),
+        np.ones((n, 4), bool),
+    )
     return leptons, (jet_pt, jet_eta, jet_phi), np.zeros((2, n))
 
 
@@ -115,8 +137,12 @@ def _z_jets(rng, flavour: int, n: int):
 
 
 def _ttbar(rng, n: int):
-    system = p4_from_rapidity(rng.gamma(2.0, 20.0, n), rng.normal(0, 1.0, n),
-                              rng.uniform(-np.pi, np.pi, n), 350 + rng.gamma(2.0, 60.0, n))
+    system = p4_from_rapidity(
+        rng.gamma(2.0, 20.0, n),
+        rng.normal(0, 1.0, n),
+        rng.uniform(-np.pi, np.pi, n),
+        350 + rng.gamma(2.0, 60.0, n),
+    )
     tops = decay_two_body(rng, system, 172.5, 172.5)
     prompt, bs, nus = [], [], []
     for top in tops:
@@ -126,19 +152,26 @@ def _ttbar(rng, n: int):
         prompt.append((lep, flavour))
         bs.append(b)
         nus.append(nu)
-    leptons = _stack([lep for lep, _ in prompt], np.tile([1, -1], (n, 1)),
-                     np.stack([f for _, f in prompt], 1), np.ones((n, 2), bool))
+    leptons = _stack(
+        [lep for lep, _ in prompt],
+        np.tile([1, -1], (n, 1)),
+        np.stack([f for _, f in prompt], 1),
+        np.ones((n, 2), bool),
+    )
     b_pt, b_eta, b_phi = (np.stack([getattr(b, a) for b in bs], 1) for a in ("pt", "eta", "phi"))
     fakes = _fake_leptons(rng, n, 2, b_pt, b_eta, b_phi)
     met = np.array([nus[0].px + nus[1].px, nus[0].py + nus[1].py])
     pad = np.full((n, 4), np.nan)
-    jets = (np.concatenate([b_pt, pad], 1), np.concatenate([b_eta, pad], 1),
-            np.concatenate([b_phi, pad], 1))
+    jets = (np.concatenate([b_pt, pad], 1), np.concatenate([b_eta, pad], 1), np.concatenate([b_phi, pad], 1))
     return _concat(leptons, fakes), jets, met
 
 
-def _detector(rng, leptons: dict, jets, met, n: int) -> tuple[dict, np.ndarray]:
-    """Smear, add isolation/impact-parameter/ID variables, apply the 4lep skim; return jagged."""
+def _skim(rng, leptons: dict, n: int):
+    """Return the skimmed leptons (pT-ordered), their acceptance mask and the kept events.
+
+    A 5th, non-prompt lepton is added to 10 % of events, pT is smeared and events with at least
+    four leptons in the skim acceptance are kept.
+    """
     extra = _fake_leptons(rng, n, 1, 7 + rng.exponential(8, (n, 1)) / 0.45)
     extra["pt"] = np.where(rng.random((n, 1)) < 0.10, extra["pt"], np.nan)
     lep = _concat(leptons, extra)
@@ -147,57 +180,83 @@ def _detector(rng, leptons: dict, jets, met, n: int) -> tuple[dict, np.ndarray]:
     ok = np.isfinite(lep["pt"]) & (lep["pt"] > 5) & (np.abs(lep["eta"]) < 2.5)
     keep = ok.sum(axis=1) >= 4
     lep = {k: v[keep] for k, v in lep.items()}
-    ok, prompt, shape = ok[keep], lep["prompt"], lep["pt"].shape
+    ok = ok[keep]
     order = np.argsort(np.where(ok, -lep["pt"], np.inf), axis=1, kind="stable")
-    rows = np.arange(shape[0])[:, None]
+    rows = np.arange(len(ok))[:, None]
     lep = {k: v[rows, order] for k, v in lep.items()}
-    ok, prompt = ok[rows, order], prompt[rows, order]
     lep["phi"] = (lep["phi"] + np.pi) % (2 * np.pi) - np.pi
+    return lep, ok[rows, order], keep
 
-    pt = lep["pt"]
+
+LEPTON_DTYPES = {
+    "charge": np.int32,
+    "type": np.uint32,
+    "isTightID": np.bool_,
+    "trigMatched": np.bool_,
+    "truthMatched": np.bool_,
+}
+
+
+def _lepton_branches(rng, lep: dict, ok: np.ndarray) -> ak.Array:
+    """Return the jagged lep_* branches (MeV) with isolation, impact parameters and ID."""
+    pt, prompt, shape = lep["pt"], lep["prompt"], lep["pt"].shape
     d0 = np.where(prompt, rng.normal(0, 0.015, shape), rng.normal(0, 0.12, shape))
-    iso = {"ptcone30": np.where(prompt, rng.exponential(0.02, shape), 0.05 + rng.exponential(0.35, shape)),
-           "etcone20": np.where(prompt, rng.normal(0.01, 0.02, shape), 0.03 + rng.exponential(0.25, shape))}
-    mass = _flavour_mass(lep["type"])
-    energy = p4(np.nan_to_num(pt), lep["eta"], lep["phi"], mass).E
-    trig_e = ((lep["type"] == 11) & (pt > 25) & ok).any(axis=1)
-    trig_m = ((lep["type"] == 13) & (pt > 25) & ok).any(axis=1)
+    ptcone = np.where(prompt, rng.exponential(0.02, shape), 0.05 + rng.exponential(0.35, shape))
+    etcone = np.where(prompt, rng.normal(0.01, 0.02, shape), 0.03 + rng.exponential(0.25, shape))
+    energy = p4(np.nan_to_num(pt), lep["eta"], lep["phi"], _flavour_mass(lep["type"])).E
     flat = {
         "pt": pt * MEV, "E": energy * MEV, "eta": lep["eta"], "phi": lep["phi"],
         "charge": lep["charge"].astype(np.int32), "type": lep["type"].astype(np.uint32),
-        "ptcone30": iso["ptcone30"] * pt * MEV, "etcone20": iso["etcone20"] * pt * MEV,
+        "ptcone30": ptcone * pt * MEV, "etcone20": etcone * pt * MEV,
         "trackd0pvunbiased": d0, "tracksigd0pvunbiased": np.abs(d0) / 0.015,
         "z0": np.where(prompt, rng.normal(0, 0.15, shape), rng.normal(0, 0.6, shape)),
         "isTightID": rng.random(shape) < np.where(prompt, 0.97, 0.80),
         "trigMatched": pt > 25, "truthMatched": prompt,
-    }
+    }  # fmt: skip
     counts = ok.sum(axis=1)
-    dtypes = {"charge": np.int32, "type": np.uint32, "isTightID": np.bool_, "trigMatched": np.bool_,
-              "truthMatched": np.bool_}
-    lep_jagged = ak.zip({k: ak.unflatten(v[ok].astype(dtypes.get(k, np.float32)), counts)
-                         for k, v in flat.items()})
+    return ak.zip(
+        {k: ak.unflatten(v[ok].astype(LEPTON_DTYPES.get(k, np.float32)), counts) for k, v in flat.items()}
+    )
 
+
+def _jet_branches(rng, jets, keep: np.ndarray) -> ak.Array:
+    """Return the jagged jet_* branches (MeV) of the kept events: smeared, in acceptance."""
     jet_pt, jet_eta, jet_phi = (a[keep] for a in jets)
     jet_pt = jet_pt * (1 + 0.1 * rng.standard_normal(jet_pt.shape))
     jet_ok = np.isfinite(jet_pt) & (jet_pt > 25) & (np.abs(jet_eta) < 4.5)
-    jet_counts = jet_ok.sum(axis=1)
-    jet_flat = {"pt": jet_pt * MEV, "eta": jet_eta, "phi": (jet_phi + np.pi) % (2 * np.pi) - np.pi,
-                "E": jet_pt * np.cosh(jet_eta) * MEV}
-    jet_jagged = ak.zip({k: ak.unflatten(v[jet_ok].astype(np.float32), jet_counts)
-                         for k, v in jet_flat.items()})
-    met_x, met_y = met[0][keep] + rng.normal(0, 10, keep.sum()), met[1][keep] + rng.normal(0, 10, keep.sum())
+    flat = {
+        "pt": jet_pt * MEV,
+        "eta": jet_eta,
+        "phi": (jet_phi + np.pi) % (2 * np.pi) - np.pi,
+        "E": jet_pt * np.cosh(jet_eta) * MEV,
+    }
+    counts = jet_ok.sum(axis=1)
+    return ak.zip({k: ak.unflatten(v[jet_ok].astype(np.float32), counts) for k, v in flat.items()})
+
+
+def _event_branches(rng, lep: dict, ok: np.ndarray, met, keep: np.ndarray) -> dict:
+    """Return triggers, MET and scale factors of the kept events."""
+    m = keep.sum()
+    met_x, met_y = met[0][keep] + rng.normal(0, 10, m), met[1][keep] + rng.normal(0, 10, m)
     n_e = ((lep["type"] == 11) & ok).sum(axis=1)
     n_mu = ((lep["type"] == 13) & ok).sum(axis=1)
-    m = keep.sum()
-    event = {
-        "trigE": trig_e, "trigM": trig_m, "met_et": np.hypot(met_x, met_y) * MEV,
-        "met_phi": np.arctan2(met_y, met_x),
+    return {
+        "trigE": ((lep["type"] == 11) & (lep["pt"] > 25) & ok).any(axis=1),
+        "trigM": ((lep["type"] == 13) & (lep["pt"] > 25) & ok).any(axis=1),
+        "met_et": np.hypot(met_x, met_y) * MEV, "met_phi": np.arctan2(met_y, met_x),
         "scaleFactor_PILEUP": rng.normal(1.0, 0.05, m),
         "scaleFactor_ELE": np.prod([rng.normal(1.0, 0.01, m) for _ in range(2)], axis=0) ** (n_e / 2),
         "scaleFactor_MUON": np.prod([rng.normal(1.0, 0.01, m) for _ in range(2)], axis=0) ** (n_mu / 2),
         "scaleFactor_LepTRIGGER": rng.normal(1.0, 0.01, m),
-    }
-    return {"lep": lep_jagged, "jet": jet_jagged, **event}, keep
+    }  # fmt: skip
+
+
+def _detector(rng, leptons: dict, jets, met, n: int) -> tuple[dict, np.ndarray]:
+    """Smear, add isolation/impact-parameter/ID variables, apply the 4lep skim; return jagged."""
+    lep, ok, keep = _skim(rng, leptons, n)
+    lep_jagged = _lepton_branches(rng, lep, ok)
+    jet_jagged = _jet_branches(rng, jets, keep)
+    return {"lep": lep_jagged, "jet": jet_jagged, **_event_branches(rng, lep, ok, met, keep)}, keep
 
 
 def _attempt(rng, production: str, n: int) -> dict:
@@ -231,10 +290,19 @@ def _batches(rng, production: str, n_events: int, batch: int = 50_000):
 
 
 def _event_weight(chunk: dict, lumi_pb: float) -> np.ndarray:
-    sf = (chunk["scaleFactor_PILEUP"] * chunk["scaleFactor_ELE"] * chunk["scaleFactor_MUON"]
-          * chunk["scaleFactor_LepTRIGGER"])
-    return (chunk["mcWeight"].astype(np.float64) * sf.astype(np.float32).astype(np.float64)
-            * chunk["XSection"].astype(np.float64) * lumi_pb / chunk["SumWeights"].astype(np.float64))
+    sf = (
+        chunk["scaleFactor_PILEUP"]
+        * chunk["scaleFactor_ELE"]
+        * chunk["scaleFactor_MUON"]
+        * chunk["scaleFactor_LepTRIGGER"]
+    )
+    return (
+        chunk["mcWeight"].astype(np.float64)
+        * sf.astype(np.float32).astype(np.float64)
+        * chunk["XSection"].astype(np.float64)
+        * lumi_pb
+        / chunk["SumWeights"].astype(np.float64)
+    )
 
 
 def _finalise_mc(rng, chunk: dict, meta: dict, n_events: int, offset: int) -> dict:
@@ -250,24 +318,30 @@ def _finalise_mc(rng, chunk: dict, meta: dict, n_events: int, offset: int) -> di
 
 def _write(fout, chunk: dict, first: bool) -> None:
     if first:
-        types = {k: (EVENT_BRANCHES[k] if k in EVENT_BRANCHES else chunk[k].type.content)
-                 for k in chunk}
+        types = {k: (EVENT_BRANCHES[k] if k in EVENT_BRANCHES else chunk[k].type.content) for k in chunk}
         fout.mktree(TREE, types, counter_name=lambda counted: f"{counted}_n")
     fout[TREE].extend(chunk)
 
 
-def generate(out_dir: str | Path, events: int = 20_000, seed: int = 1,
-             datasets: list[str] | None = None) -> Path:
+def generate(
+    out_dir: str | Path, events: int = 20_000, seed: int = 1, datasets: list[str] | None = None
+) -> Path:
     """Write MC toys (``events`` per sample), Poisson pseudo-data and ``toy.json`` to ``out_dir``."""
     spec = load_fileset_spec("atlas-hzz4l")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = datasets or list(spec["datasets"])
+    names = select_datasets(spec, datasets)
     mc = [d for d in names if not spec["datasets"][d]["metadata"].get("is_data")]
     data = [d for d in names if spec["datasets"][d]["metadata"].get("is_data")]
     lumi = spec["lumi_pb"]
-    provenance = {"analysis": "atlas-hzz4l", "generator": __name__, "seed": seed,
-                  "events_per_dataset": events, "lumi_pb": lumi, "datasets": {}}
+    provenance = {
+        "analysis": "atlas-hzz4l",
+        "generator": __name__,
+        "seed": seed,
+        "events_per_dataset": events,
+        "lumi_pb": lumi,
+        "datasets": {},
+    }
     data_chunks = []
     with ProgressWriter(total=events * len(mc), description="generating atlas-hzz4l") as progress:
         for i, name in enumerate(mc):
@@ -276,16 +350,21 @@ def generate(out_dir: str | Path, events: int = 20_000, seed: int = 1,
             rng = np.random.default_rng([seed, i])
             expected = 0.0
             with uproot.recreate(out / entry["files"][0], compression=uproot.LZ4(1)) as fout:
-                for j, chunk in enumerate(_batches(rng, meta["production"], events)):
-                    chunk = _finalise_mc(rng, chunk, meta, events, (i + 1) * 10**9 + j * 10**6)
+                for j, raw in enumerate(_batches(rng, meta["production"], events)):
+                    chunk = _finalise_mc(rng, raw, meta, events, (i + 1) * 10**9 + j * 10**6)
                     expected += _event_weight(chunk, lumi).sum()
                     _write(fout, chunk, first=j == 0)
                     progress.advance(len(chunk["lep"]))
-            provenance["datasets"][name] = {"file": entry["files"][0], "events": events,
-                                            "expected_yield": expected, **meta}
+            provenance["datasets"][name] = {
+                "file": entry["files"][0],
+                "events": events,
+                "expected_yield": expected,
+                **meta,
+            }
             if data:
-                data_chunks.append(_pseudo_data(np.random.default_rng([seed, i, 99]), meta,
-                                                events, expected, lumi))
+                data_chunks.append(
+                    _pseudo_data(np.random.default_rng([seed, i, 99]), meta, events, expected, lumi)
+                )
     if data:
         _write_data(np.random.default_rng([seed, 1000]), out, spec, data, data_chunks, provenance)
     (out / "toy.json").write_text(json.dumps(provenance, indent=2, default=float))
@@ -304,10 +383,15 @@ def _pseudo_data(rng, meta: dict, n_events: int, expected: float, lumi: float) -
     return {k: v[np.sort(pick)] for k, v in pool.items()}
 
 
-def _write_data(rng, out: Path, spec: dict, data: list[str], chunks: list[dict],
-                provenance: dict) -> None:
-    merged = {k: (ak.concatenate([c[k] for c in chunks]) if k in ("lep", "jet")
-                  else np.concatenate([c[k] for c in chunks])) for k in chunks[0]}
+def _write_data(rng, out: Path, spec: dict, data: list[str], chunks: list[dict], provenance: dict) -> None:
+    merged = {
+        k: (
+            ak.concatenate([c[k] for c in chunks])
+            if k in ("lep", "jet")
+            else np.concatenate([c[k] for c in chunks])
+        )
+        for k in chunks[0]
+    }
     n = len(merged["lep"])
     fractions = np.array([spec["datasets"][d]["metadata"]["lumi_fraction"] for d in data])
     period = rng.choice(len(data), size=n, p=fractions / fractions.sum())
@@ -315,20 +399,28 @@ def _write_data(rng, out: Path, spec: dict, data: list[str], chunks: list[dict],
         rows = np.flatnonzero(period == i)
         chunk = {k: v[rows] for k, v in merged.items()}
         m = len(rows)
-        chunk |= {"runNumber": np.full(m, DATA_RUNS.get(name, 0), np.int32),
-                  "eventNumber": np.arange(m, dtype=np.int64) + (i + 1) * 10**8,
-                  "channelNumber": np.zeros(m, np.int32), "mcWeight": np.zeros(m, np.float32),
-                  "XSection": np.zeros(m, np.float32), "SumWeights": np.zeros(m, np.float32)}
+        chunk |= {
+            "runNumber": np.full(m, DATA_RUNS.get(name, 0), np.int32),
+            "eventNumber": np.arange(m, dtype=np.int64) + (i + 1) * 10**8,
+            "channelNumber": np.zeros(m, np.int32),
+            "mcWeight": np.zeros(m, np.float32),
+            "XSection": np.zeros(m, np.float32),
+            "SumWeights": np.zeros(m, np.float32),
+        }
         for sf in ("PILEUP", "ELE", "MUON", "LepTRIGGER"):
             chunk[f"scaleFactor_{sf}"] = np.ones(m, np.float32)
         entry = spec["datasets"][name]
         with uproot.recreate(out / entry["files"][0], compression=uproot.LZ4(1)) as fout:
             _write(fout, chunk, first=True)
-        provenance["datasets"][name] = {"file": entry["files"][0], "events": m,
-                                        **entry["metadata"]}
+        provenance["datasets"][name] = {"file": entry["files"][0], "events": m, **entry["metadata"]}
 
 
 KAGGLE_FILES = {"llll": "llll", "ggH125_ZZ4lep": "ggH125_ZZ4lep", "data": "data"}
+
+
+def _csv_row(values) -> str:
+    """Return one CSV line, floats with full precision."""
+    return ",".join(repr(float(v)) if isinstance(v, np.floating) else str(v) for v in values) + "\n"
 
 
 def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
@@ -361,12 +453,9 @@ def write_kaggle_csv(toy_dir: str | Path, out_dir: str | Path) -> list[Path]:
             frames.append(columns)
         merged = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
         path = out / f"{csv_name}.csv"
-        with open(path, "w") as fout:
+        with path.open("w") as fout:
             fout.write(",".join(merged) + "\n")
-            cols = [merged[k] for k in merged]
-            for row in zip(*cols, strict=True):
-                fout.write(",".join(repr(float(v)) if isinstance(v, np.floating) else str(v)
-                                    for v in row) + "\n")
+            fout.writelines(_csv_row(row) for row in zip(*merged.values(), strict=True))
         written.append(path)
     return written
 

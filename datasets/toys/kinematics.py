@@ -26,12 +26,19 @@ def p4(pt, eta, phi, mass) -> vector.MomentumNumpy4D:
 def p4_from_rapidity(pt, rapidity, phi, mass) -> vector.MomentumNumpy4D:
     """Return four-vectors of particles produced with transverse momentum and rapidity."""
     mt = np.sqrt(np.square(mass) + np.square(pt))
-    return vector.array({"px": pt * np.cos(phi), "py": pt * np.sin(phi),
-                         "pz": mt * np.sinh(rapidity), "mass": mass * np.ones_like(pt)})
+    return vector.array(
+        {
+            "px": pt * np.cos(phi),
+            "py": pt * np.sin(phi),
+            "pz": mt * np.sinh(rapidity),
+            "mass": mass * np.ones_like(pt),
+        }
+    )
 
 
-def breit_wigner(rng: np.random.Generator, mass: float, width: float, size: int,
-                 low: float, high: float) -> np.ndarray:
+def breit_wigner(
+    rng: np.random.Generator, mass: float, width: float, size: int | tuple[int, ...], low: float, high: float
+) -> np.ndarray:
     """Draw masses [GeV] from a Breit-Wigner (Cauchy) truncated to [low, high]."""
     lo, hi = np.arctan(2 * (low - mass) / width), np.arctan(2 * (high - mass) / width)
     return mass + 0.5 * width * np.tan(rng.uniform(lo, hi, size))
@@ -49,8 +56,9 @@ def two_body_momentum(parent_mass, m1, m2) -> np.ndarray:
     return np.sqrt(np.clip(lam, 0, None)) / (2 * parent_mass)
 
 
-def zz_pair_masses(rng: np.random.Generator, parent_mass: np.ndarray, m_min: float = 4.0,
-                   n_candidates: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def zz_pair_masses(
+    rng: np.random.Generator, parent_mass: np.ndarray, m_min: float = 4.0, n_candidates: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw (m_Z, m_Z*) [GeV] for X -> Z(*) Z(*) from phase space x both Z propagators.
 
     Vectorised sampling-importance-resampling: per event, ``n_candidates`` mass pairs
@@ -83,8 +91,9 @@ def zz_pair_masses(rng: np.random.Generator, parent_mass: np.ndarray, m_min: flo
     return m1[rows, pick], m2[rows, pick]
 
 
-def decay_two_body(rng: np.random.Generator, parent: vector.MomentumNumpy4D,
-                   m1: np.ndarray | float, m2: np.ndarray | float):
+def decay_two_body(
+    rng: np.random.Generator, parent: vector.MomentumNumpy4D, m1: np.ndarray | float, m2: np.ndarray | float
+) -> tuple[vector.MomentumNumpy4D, vector.MomentumNumpy4D]:
     """Decay ``parent`` isotropically in its rest frame to masses (m1, m2); return lab vectors."""
     n = len(parent)
     m1 = np.broadcast_to(np.asarray(m1, dtype=np.float64), (n,))
@@ -104,25 +113,32 @@ def smear_pt(rng: np.random.Generator, pt: np.ndarray, resolution: float | np.nd
     return np.abs(pt * (1 + resolution * rng.standard_normal(len(pt))))
 
 
-def recoiling_parent(rng: np.random.Generator, jet_pt: np.ndarray, jet_phi: np.ndarray,
-                     mass: np.ndarray, rapidity_sigma: float = 1.6) -> vector.MomentumNumpy4D:
+def recoiling_parent(
+    rng: np.random.Generator,
+    jet_pt: np.ndarray,
+    jet_phi: np.ndarray,
+    mass: np.ndarray,
+    rapidity_sigma: float = 1.6,
+) -> vector.MomentumNumpy4D:
     """Return a parent balancing the jets (+ soft radiation) in the transverse plane."""
     n = len(mass)
     px = -np.nansum(jet_pt * np.cos(jet_phi), axis=1) + rng.normal(0, 8, n)
     py = -np.nansum(jet_pt * np.sin(jet_phi), axis=1) + rng.normal(0, 8, n)
-    return p4_from_rapidity(np.hypot(px, py), rng.normal(0, rapidity_sigma, n),
-                            np.arctan2(py, px), mass)
+    return p4_from_rapidity(np.hypot(px, py), rng.normal(0, rapidity_sigma, n), np.arctan2(py, px), mass)
 
 
-def decay_to_four_leptons(rng: np.random.Generator, parent: vector.MomentumNumpy4D,
-                          mass_a: np.ndarray, mass_b: np.ndarray) -> list[vector.MomentumNumpy4D]:
+def decay_to_four_leptons(
+    rng: np.random.Generator, parent: vector.MomentumNumpy4D, mass_a: np.ndarray, mass_b: np.ndarray
+) -> list[vector.MomentumNumpy4D]:
     """X -> Z(*)_a Z(*)_b -> (l+ l-)_a (l+ l-)_b; return [a+, a-, b+, b-] lab vectors."""
     m_za, m_zb = zz_pair_masses(rng, parent.mass)
     za, zb = decay_two_body(rng, parent, m_za, m_zb)
     return [*decay_two_body(rng, za, mass_a, mass_a), *decay_two_body(rng, zb, mass_b, mass_b)]
 
 
-def production_jets(rng: np.random.Generator, production: str, n: int):
+def production_jets(
+    rng: np.random.Generator, production: str, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return jets (pt, eta, phi) [GeV] as (n, 6) arrays, pt NaN where absent.
 
     ``production``: ``vbf`` (two forward tag jets), ``vh`` (two central jets from the

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import site
 import sys
+import sysconfig
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -73,12 +75,39 @@ def _import(module: str) -> object:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
-        top = module.split(".")[0]
+        top = module.split(".", maxsplit=1)[0]
         local = Path.cwd() / f"{top}.py"
         if err.name != top or not (local.is_file() or (Path.cwd() / top).is_dir()):
             raise
     sys.path.insert(0, str(Path.cwd()))
     return importlib.import_module(module)
+
+
+def _installed(path: str | None) -> bool:
+    if path is None:
+        return True
+    prefixes = [*site.getsitepackages(), site.getusersitepackages(), sysconfig.get_paths()["stdlib"]]
+    return any(Path(path).resolve().is_relative_to(Path(p).resolve()) for p in prefixes)
+
+
+def ship_by_value(analysis: Analysis) -> list[str]:
+    """Let worker processes run an analysis whose module they cannot import; return its name.
+
+    An analysis in a file of the user's working directory (not an installed package) is sent
+    to the workers by value: cloudpickle, which coffea uses to send the processor, then sends
+    the module's functions instead of a reference the workers could not resolve.
+    """
+    import cloudpickle
+
+    shipped = []
+    for fn in (analysis.weights.nominal, analysis.categories.assign):
+        top = sys.modules.get(getattr(fn, "__module__", "").split(".")[0])
+        if top is None or top.__name__.startswith("hepsieve") or top.__name__ == "__main__":
+            continue  # hepsieve is installed on the workers; __main__ is pickled by value anyway
+        if not _installed(getattr(top, "__file__", None)):
+            cloudpickle.register_pickle_by_value(top)
+            shipped.append(top.__name__)
+    return shipped
 
 
 def get_analysis(ref: str | Analysis) -> Analysis:
@@ -91,15 +120,22 @@ def get_analysis(ref: str | Analysis) -> Analysis:
     elif ":" in ref:
         target = ref
     else:
-        raise ConfigurationError(f"unknown analysis {ref!r}; known: {', '.join(entries)} "
-                                 "(or give module:ATTRIBUTE of your own Analysis)")
+        raise ConfigurationError(
+            f"unknown analysis {ref!r}; known: {', '.join(entries)} "
+            "(or give module:ATTRIBUTE of your own Analysis)"
+        )
     obj = load_object(target)
-    if callable(obj) and not isinstance(obj, Analysis):
-        obj = obj()  # a factory function
     if not isinstance(obj, Analysis):
-        raise ConfigurationError(f"{target} is a {type(obj).__name__}, not a "
-                                 "hepsieve.processors.Analysis")
+        raise ConfigurationError(f"{target} is a {type(obj).__name__}, not a hepsieve.processors.Analysis")
     return obj
 
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "AnalysisEntry", "available", "get_analysis", "load_object"]
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "AnalysisEntry",
+    "available",
+    "get_analysis",
+    "load_object",
+    "ship_by_value",
+]

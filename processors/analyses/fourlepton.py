@@ -9,7 +9,9 @@ Z_MASS_GEV = 91.1876
 PAIRINGS = (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2)))
 
 
-def z_pairing(leptons: list[vector.MomentumNumpy4D], charge: np.ndarray, flavour: np.ndarray):
+def z_pairing(
+    leptons: list[vector.MomentumNumpy4D], charge: np.ndarray, flavour: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (m_Z1, m_Z2, smallest same-flavour opposite-sign m_ll) [GeV] of 4-lepton events.
 
     Z1 is the same-flavour opposite-sign (SFOS) pair closest to m_Z among the pairings in

@@ -30,9 +30,14 @@ from hepsieve.processors.analysis import (
 
 # --- schema of the UCI file (SCHEMAS.md section 5) and of its ROOT/Parquet chunks ---
 TREE = "higgs"
-LOW_LEVEL = ("lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude",
-             "missing_energy_phi", *(f"jet{i}_{v}" for i in range(1, 5)
-                                     for v in ("pt", "eta", "phi", "btag")))
+LOW_LEVEL = (
+    "lepton_pT",
+    "lepton_eta",
+    "lepton_phi",
+    "missing_energy_magnitude",
+    "missing_energy_phi",
+    *(f"jet{i}_{v}" for i in range(1, 5) for v in ("pt", "eta", "phi", "btag")),
+)
 HIGH_LEVEL = ("m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb")
 COLUMNS = ("label", *LOW_LEVEL, *HIGH_LEVEL)  # the UCI text columns, in order
 EVENT_ID = "event"  # added by the converter: the row number in the UCI file
@@ -62,8 +67,9 @@ def _columns(events: ak.Array) -> ak.Array:
 
 ANALYSIS = Analysis(
     name="higgs-uci",
-    inputs=Inputs(branches={**branch_types("float", *COLUMNS), **branch_types("int", EVENT_ID)},
-                  event_id=EVENT_ID),
+    inputs=Inputs(
+        branches={**branch_types("float", *COLUMNS), **branch_types("int", EVENT_ID)}, event_id=EVENT_ID
+    ),
     selection=(),
     weights=Weights(weights),
     categories=Categories(("signal", "background"), categorize),
@@ -76,12 +82,15 @@ ANALYSIS = Analysis(
         histogram("m_bb", 60, 0, 3, r"$m_{bb}$ (scaled)", lambda e: e.m_bb),
         histogram("m_wwbb", 60, 0, 3, r"$m_{WWbb}$ (scaled)", lambda e: e.m_wwbb),
     ),
-    scoring=Scoring(categories=("signal", "background"), cut_histogram="m_bb", score_cut=0.5,
-                    score_bins=1000),
+    scoring=Scoring(
+        categories=("signal", "background"), cut_histogram="m_bb", score_cut=0.5, score_bins=1000
+    ),
     style=Style(experiment="UCI", title="UCI HIGGS", energy_tev=8),
     labels=labels,
-    tools=Tools(toy_generator="hepsieve.datasets.toys.higgs_uci:generate",
-                text_baseline=TextBaseline("HIGGS.csv.gz", COLUMNS)),
+    tools=Tools(
+        toy_generator="hepsieve.datasets.toys.higgs_uci:generate",
+        text_baseline=TextBaseline("HIGGS.csv.gz", COLUMNS),
+    ),
     # training uses the first 1M exported events and never the UCI test split
     training=TrainingPolicy(max_events=TRAIN_MAX_EVENTS, holdout_datasets=("test",)),
 )

@@ -42,14 +42,34 @@ TREE = "mini"
 MEV = 1000.0
 CHANNELS = {44: "4e", 48: "2e2mu", 52: "4mu"}  # sum of the four lepton types
 LEPTON_FIELDS = ("pt", "eta", "phi", "E", "charge", "type")
-MINI_LEPTONS = {**branch_types("var * float", "lep_pt", "lep_eta", "lep_phi", "lep_E", "lep_ptcone30",
-                               "lep_etcone20", "lep_tracksigd0pvunbiased", "lep_z0"),
-                **branch_types("var * int", "lep_charge", "lep_type"),
-                **branch_types("var * bool", "lep_isTightID")}
-MINI_MC = branch_types("float", "mcWeight", "scaleFactor_PILEUP", "scaleFactor_ELE",
-                       "scaleFactor_MUON", "scaleFactor_LepTRIGGER", "XSection", "SumWeights")
-FLAT_LEPTONS = {f"lep_{f}_{i}": ("int" if f in ("charge", "type") else "float")
-                for f in LEPTON_FIELDS for i in range(4)}
+MINI_LEPTONS = {
+    **branch_types(
+        "var * float",
+        "lep_pt",
+        "lep_eta",
+        "lep_phi",
+        "lep_E",
+        "lep_ptcone30",
+        "lep_etcone20",
+        "lep_tracksigd0pvunbiased",
+        "lep_z0",
+    ),
+    **branch_types("var * int", "lep_charge", "lep_type"),
+    **branch_types("var * bool", "lep_isTightID"),
+}
+MINI_MC = branch_types(
+    "float",
+    "mcWeight",
+    "scaleFactor_PILEUP",
+    "scaleFactor_ELE",
+    "scaleFactor_MUON",
+    "scaleFactor_LepTRIGGER",
+    "XSection",
+    "SumWeights",
+)
+FLAT_LEPTONS = {
+    f"lep_{f}_{i}": ("int" if f in ("charge", "type") else "float") for f in LEPTON_FIELDS for i in range(4)
+}
 KINEMATIC = ("lep1_pt", "lep2_pt", "lep3_pt", "lep4_pt", "z1_mass", "z2_mass", "pt4l")
 
 # --- object selection thresholds (GeV, mm) ---
@@ -63,9 +83,11 @@ N_LEPTONS = 4
 
 @dataclass(frozen=True)
 class LeptonTable:
-    """All leptons of a chunk as flat numpy columns (GeV), their number per event and the
-    good-lepton mask. The object selection needs no jagged structure, only per-event sums,
-    so it runs on flat arrays (several times faster than jagged ``ak.where`` chains)."""
+    """All leptons of a chunk as flat numpy columns, with counts and the good-lepton mask.
+
+    Momenta in GeV. The object selection needs no jagged structure, only per-event sums, so
+    it runs on flat arrays (several times faster than jagged ``ak.where`` chains).
+    """
 
     columns: dict[str, np.ndarray]
     counts: np.ndarray
@@ -77,8 +99,7 @@ class LeptonTable:
     def __getitem__(self, mask: np.ndarray) -> LeptonTable:
         """Return the table of the events where ``mask`` is True."""
         keep = np.repeat(mask, self.counts)
-        return LeptonTable({k: v[keep] for k, v in self.columns.items()}, self.counts[mask],
-                           self.good[keep])
+        return LeptonTable({k: v[keep] for k, v in self.columns.items()}, self.counts[mask], self.good[keep])
 
     def good_sum(self, values: np.ndarray | int) -> np.ndarray:
         """Return the per-event sum of ``values`` over the good leptons."""
@@ -100,14 +121,20 @@ def lepton_columns(events: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]
         cols = {f: flat(f"lep_{f}") for f in LEPTON_FIELDS}
         for f in ("pt", "E"):
             cols[f] = cols[f] / MEV
-        cols |= {"ptcone30": flat("lep_ptcone30") / MEV, "etcone20": flat("lep_etcone20") / MEV,
-                 "sigd0": flat("lep_tracksigd0pvunbiased"), "z0": flat("lep_z0"),
-                 "tight": flat("lep_isTightID")}
+        cols |= {
+            "ptcone30": flat("lep_ptcone30") / MEV,
+            "etcone20": flat("lep_etcone20") / MEV,
+            "sigd0": flat("lep_tracksigd0pvunbiased"),
+            "z0": flat("lep_z0"),
+            "tight": flat("lep_isTightID"),
+        }
         return cols, ak.to_numpy(ak.num(events.lep_pt))
     # flat Kaggle-style columns lep_<var>_0..3 (GeV): four selected leptons per row
     n_lep = sum(1 for f in events.fields if f.startswith("lep_pt_"))
-    cols = {f: np.stack([ak.to_numpy(events[f"lep_{f}_{i}"]) for i in range(n_lep)], axis=1).ravel()
-            for f in LEPTON_FIELDS}
+    cols = {
+        f: np.stack([ak.to_numpy(events[f"lep_{f}_{i}"]) for i in range(n_lep)], axis=1).ravel()
+        for f in LEPTON_FIELDS
+    }
     return cols, np.full(len(events), n_lep)
 
 
@@ -121,11 +148,15 @@ def good_mask(cols: dict[str, np.ndarray]) -> np.ndarray:
         return np.where(electron, cut["e"], cut["mu"])
 
     theta = 2 * np.arctan(np.exp(-eta))
-    return (cols["tight"] & (cols["ptcone30"] < ISOLATION_MAX * pt)
-            & (cols["etcone20"] < ISOLATION_MAX * pt)
-            & (np.abs(cols["sigd0"]) < per_flavour(D0_SIGNIFICANCE_MAX))
-            & (np.abs(cols["z0"] * np.sin(theta)) < Z0_SIN_THETA_MAX_MM)
-            & (pt > per_flavour(PT_MIN)) & (np.abs(eta) < per_flavour(ETA_MAX)))
+    return (
+        cols["tight"]
+        & (cols["ptcone30"] < ISOLATION_MAX * pt)
+        & (cols["etcone20"] < ISOLATION_MAX * pt)
+        & (np.abs(cols["sigd0"]) < per_flavour(D0_SIGNIFICANCE_MAX))
+        & (np.abs(cols["z0"] * np.sin(theta)) < Z0_SIN_THETA_MAX_MM)
+        & (pt > per_flavour(PT_MIN))
+        & (np.abs(eta) < per_flavour(ETA_MAX))
+    )
 
 
 def objects(events: ak.Array) -> LeptonTable:
@@ -140,23 +171,36 @@ def weights(events: ak.Array, leptons: LeptonTable, meta: Mapping) -> np.ndarray
         return np.ones(len(events))
     if "totalWeight" in events.fields:
         return ak.to_numpy(events.totalWeight).astype(np.float64)
-    sf = (events.scaleFactor_PILEUP * events.scaleFactor_ELE * events.scaleFactor_MUON
-          * events.scaleFactor_LepTRIGGER)
-    return (ak.to_numpy(events.mcWeight).astype(np.float64) * ak.to_numpy(sf).astype(np.float64)
-            * ak.to_numpy(events.XSection).astype(np.float64) * meta["lumi_pb"]
-            / ak.to_numpy(events.SumWeights).astype(np.float64))
+    sf = (
+        events.scaleFactor_PILEUP
+        * events.scaleFactor_ELE
+        * events.scaleFactor_MUON
+        * events.scaleFactor_LepTRIGGER
+    )
+    return (
+        ak.to_numpy(events.mcWeight).astype(np.float64)
+        * ak.to_numpy(sf).astype(np.float64)
+        * ak.to_numpy(events.XSection).astype(np.float64)
+        * meta["lumi_pb"]
+        / ak.to_numpy(events.SumWeights).astype(np.float64)
+    )
 
 
 SELECTION = (
-    Step("trigger", "trigger (e or mu)", lambda e, o: ak.to_numpy(e.trigE | e.trigM),
-         inputs=("mini",)),
+    Step("trigger", "trigger (e or mu)", lambda e, o: ak.to_numpy(e.trigE | e.trigM), inputs=("mini",)),
     Step("four_leptons", f"exactly {N_LEPTONS} good leptons", lambda e, o: o.good_sum(1) == N_LEPTONS),
     Step("charge", "sum charge = 0", lambda e, o: o.good_sum(o.columns["charge"]) == 0),
-    Step("flavour", f"sum type in {{{', '.join(map(str, CHANNELS))}}}",
-         lambda e, o: np.isin(o.good_sum(o.columns["type"]), list(CHANNELS))),
+    Step(
+        "flavour",
+        f"sum type in {{{', '.join(map(str, CHANNELS))}}}",
+        lambda e, o: np.isin(o.good_sum(o.columns["type"]), list(CHANNELS)),
+    ),
     # 2e2mu with sum charge 0 can still be e+e+ mu-mu-: no Z candidates
-    Step("sfos", "two same-flavour opposite-sign pairs",
-         lambda e, o: o.good_sum(o.columns["charge"] * (o.columns["type"] == 11)) == 0),
+    Step(
+        "sfos",
+        "two same-flavour opposite-sign pairs",
+        lambda e, o: o.good_sum(o.columns["charge"] * (o.columns["type"] == 11)) == 0,
+    ),
 )
 
 
@@ -164,16 +208,23 @@ def observables(events: ak.Array, leptons: LeptonTable) -> ak.Array:
     """Return the four-lepton quantities of selected events (exactly four good leptons)."""
     four = leptons.four_good()
     # Cartesian once: the six pair sums below are then cheap
-    vecs = [vector.array({c: four[c][:, i].astype(np.float64) for c in ("pt", "eta", "phi", "E")})
-            .to_xyzt() for i in range(N_LEPTONS)]
+    vecs = [
+        vector.array({c: four[c][:, i].astype(np.float64) for c in ("pt", "eta", "phi", "E")}).to_xyzt()
+        for i in range(N_LEPTONS)
+    ]
     z1, z2, _ = z_pairing(vecs, four["charge"], four["type"])
     system = vecs[0] + vecs[1] + vecs[2] + vecs[3]
     pt_sorted = -np.sort(-four["pt"].astype(np.float64), axis=1)
-    return ak.zip({
-        "m4l": system.mass, "z1_mass": z1, "z2_mass": z2, "pt4l": system.pt,
-        **{f"lep{i + 1}_pt": pt_sorted[:, i] for i in range(N_LEPTONS)},
-        "sum_type": four["type"].astype(np.int64).sum(axis=1),
-    })
+    return ak.zip(
+        {
+            "m4l": system.mass,
+            "z1_mass": z1,
+            "z2_mass": z2,
+            "pt4l": system.pt,
+            **{f"lep{i + 1}_pt": pt_sorted[:, i] for i in range(N_LEPTONS)},
+            "sum_type": four["type"].astype(np.int64).sum(axis=1),
+        }
+    )
 
 
 def categorize(observed: ak.Array) -> dict[str, np.ndarray]:
@@ -188,13 +239,24 @@ def _columns(observed: ak.Array) -> ak.Array:
 
 ANALYSIS = Analysis(
     name="atlas-hzz4l",
-    inputs=Inputs(name="mini", event_id="eventNumber",
-                  branches={**branch_types("int", "eventNumber"), **branch_types("bool", "trigE", "trigM"),
-                            **MINI_LEPTONS},
-                  mc_branches=MINI_MC),
-    alt_inputs=(Inputs(name="flat-csv", event_id="eventNumber",
-                       branches={**branch_types("int", "eventNumber"), **FLAT_LEPTONS},
-                       mc_branches=branch_types("float", "totalWeight")),),
+    inputs=Inputs(
+        name="mini",
+        event_id="eventNumber",
+        branches={
+            **branch_types("int", "eventNumber"),
+            **branch_types("bool", "trigE", "trigM"),
+            **MINI_LEPTONS,
+        },
+        mc_branches=MINI_MC,
+    ),
+    alt_inputs=(
+        Inputs(
+            name="flat-csv",
+            event_id="eventNumber",
+            branches={**branch_types("int", "eventNumber"), **FLAT_LEPTONS},
+            mc_branches=branch_types("float", "totalWeight"),
+        ),
+    ),
     objects=objects,
     selection=SELECTION,
     weights=Weights(weights),
@@ -210,9 +272,12 @@ ANALYSIS = Analysis(
         histogram("z2_mass", 30, 0, 120, r"$m_{Z_2}$ [GeV]", lambda e: e.z2_mass),
         histogram("pt4l", 30, 0, 300, r"$p_T^{4\ell}$ [GeV]", lambda e: e.pt4l),
     ),
-    scoring=Scoring(categories=tuple(CHANNELS.values()), cut_histogram="m4l", score_cut=0.6,
-                    working_point="ams"),
+    scoring=Scoring(
+        categories=tuple(CHANNELS.values()), cut_histogram="m4l", score_cut=0.6, working_point="ams"
+    ),
     style=Style(experiment="ATLAS", title="ATLAS H→ZZ*→4ℓ", energy_tev=13),
-    tools=Tools(toy_generator="hepsieve.datasets.toys.atlas_hzz4l:generate",
-                flat_csv_writer="hepsieve.datasets.toys.atlas_hzz4l:write_kaggle_csv"),
+    tools=Tools(
+        toy_generator="hepsieve.datasets.toys.atlas_hzz4l:generate",
+        flat_csv_writer="hepsieve.datasets.toys.atlas_hzz4l:write_kaggle_csv",
+    ),
 )

@@ -33,8 +33,14 @@ UNDEFINED = -999.0  # sentinel of an undefined value (e.g. no second jet)
 LEPTON_BRANCHES = tuple(f"f_lept{i}_{v}" for i in range(1, 5) for v in ("pt", "eta", "phi"))
 JET_BRANCHES = tuple(f"f_jet{i}_{v}" for i in range(1, 3) for v in ("pt", "eta", "phi"))
 HIGH_LEVEL = ("f_massjj", "f_deltajj", "f_mass4l", "f_Z1mass", "f_Z2mass")
-BRANCHES = ("f_run", "f_event", "f_weight", *HIGH_LEVEL, *LEPTON_BRANCHES,
-            *JET_BRANCHES)  # the 26 confirmed branches, in file order
+BRANCHES = (
+    "f_run",
+    "f_event",
+    "f_weight",
+    *HIGH_LEVEL,
+    *LEPTON_BRANCHES,
+    *JET_BRANCHES,
+)  # the 26 confirmed branches, in file order
 
 # --- selection thresholds [GeV] ---
 M4L_MIN = 70.0
@@ -43,7 +49,7 @@ Z2_WINDOW = (12.0, 120.0)
 
 
 def _defined(x: ak.Array) -> np.ndarray:
-    """True where a flat branch holds a real value (not -999, not NaN/inf)."""
+    """Return True where a flat branch holds a real value (not -999, not NaN/inf)."""
     x = ak.to_numpy(x)
     return np.isfinite(x) & (x != UNDEFINED)
 
@@ -57,7 +63,8 @@ def weights(events: ak.Array, objects: ak.Array, meta: Mapping) -> np.ndarray:
 
 def _four_leptons_defined(events: ak.Array, objects: ak.Array) -> np.ndarray:
     return np.logical_and.reduce(
-        [_defined(events[b]) for b in (*LEPTON_BRANCHES, "f_mass4l", "f_Z1mass", "f_Z2mass")])
+        [_defined(events[b]) for b in (*LEPTON_BRANCHES, "f_mass4l", "f_Z1mass", "f_Z2mass")]
+    )
 
 
 def _in_window(x: ak.Array, window: tuple[float, float]) -> np.ndarray:
@@ -68,9 +75,11 @@ def _in_window(x: ak.Array, window: tuple[float, float]) -> np.ndarray:
 SELECTION = (
     Step("leptons", "four leptons defined", _four_leptons_defined),
     Step("m4l", f"m4l > {M4L_MIN:g} GeV", lambda e, o: ak.to_numpy(e.f_mass4l) > M4L_MIN),
-    Step("z_windows", f"Z1 in {Z1_WINDOW[0]:g}-{Z1_WINDOW[1]:g}, Z2 in "
-         f"{Z2_WINDOW[0]:g}-{Z2_WINDOW[1]:g} GeV",
-         lambda e, o: _in_window(e.f_Z1mass, Z1_WINDOW) & _in_window(e.f_Z2mass, Z2_WINDOW)),
+    Step(
+        "z_windows",
+        f"Z1 in {Z1_WINDOW[0]:g}-{Z1_WINDOW[1]:g}, Z2 in {Z2_WINDOW[0]:g}-{Z2_WINDOW[1]:g} GeV",
+        lambda e, o: _in_window(e.f_Z1mass, Z1_WINDOW) & _in_window(e.f_Z2mass, Z2_WINDOW),
+    ),
 )
 
 
@@ -90,22 +99,27 @@ def _columns(events: ak.Array) -> ak.Array:
 
 ANALYSIS = Analysis(
     name="cms-hzz4l",
-    inputs=Inputs(branches={**branch_types("int", "f_event"),
-                            **branch_types("float", *HIGH_LEVEL, *LEPTON_BRANCHES, *JET_BRANCHES)},
-                  mc_branches=branch_types("float", "f_weight"), event_id="f_event"),
+    inputs=Inputs(
+        branches={
+            **branch_types("int", "f_event"),
+            **branch_types("float", *HIGH_LEVEL, *LEPTON_BRANCHES, *JET_BRANCHES),
+        },
+        mc_branches=branch_types("float", "f_weight"),
+        event_id="f_event",
+    ),
     selection=SELECTION,
     weights=Weights(weights),
     categories=Categories(("vbf", "untagged"), categorize),
     features={
         "high-level": FeatureSpec(HIGH_LEVEL, _columns, units=("GeV", "", "GeV", "GeV", "GeV")),
-        "low-level": FeatureSpec(LEPTON_BRANCHES + JET_BRANCHES, _columns,
-                                 units=("GeV", "", "rad") * 6),
+        "low-level": FeatureSpec(LEPTON_BRANCHES + JET_BRANCHES, _columns, units=("GeV", "", "rad") * 6),
     },
     histograms=(
         histogram("m4l", 66, 70, 400, r"$m_{4\ell}$ [GeV]", lambda e: e.f_mass4l),
         histogram("mjj", 40, 0, 2000, r"$m_{jj}$ [GeV]", lambda e: e.f_massjj, categories=("vbf",)),
-        histogram("delta_eta_jj", 36, 0, 9, r"$|\Delta\eta_{jj}|$", lambda e: e.f_deltajj,
-                  categories=("vbf",)),
+        histogram(
+            "delta_eta_jj", 36, 0, 9, r"$|\Delta\eta_{jj}|$", lambda e: e.f_deltajj, categories=("vbf",)
+        ),
         histogram("z1_mass", 40, 40, 120, r"$m_{Z_1}$ [GeV]", lambda e: e.f_Z1mass),
         histogram("z2_mass", 36, 12, 120, r"$m_{Z_2}$ [GeV]", lambda e: e.f_Z2mass),
     ),

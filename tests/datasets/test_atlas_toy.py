@@ -10,8 +10,8 @@ import uproot
 from hepsieve.datasets import load_fileset_spec
 from hepsieve.datasets.converters import csv_to_parquet
 from hepsieve.datasets.toys.atlas_hzz4l import write_kaggle_csv
-from hepsieve.processors.analyses.hzz4l_atlas import TREE
 from hepsieve.processors import InputFileError
+from hepsieve.processors.analyses.hzz4l_atlas import TREE
 
 SPEC = load_fileset_spec("atlas-hzz4l")
 
@@ -22,10 +22,29 @@ def tree(toy_dir, dataset):
 
 def test_mini_schema_jagged_mev_and_fifth_leptons(atlas_toy_dir):
     t = tree(atlas_toy_dir, "Zmumu")
-    for branch in ("lep_n", "lep_pt", "lep_E", "lep_ptcone30", "lep_etcone20",
-                   "lep_trackd0pvunbiased", "lep_tracksigd0pvunbiased", "lep_z0", "lep_isTightID",
-                   "lep_trigMatched", "lep_truthMatched", "jet_n", "jet_pt", "jet_E", "met_et",
-                   "mcWeight", "SumWeights", "XSection", "runNumber", "eventNumber", "channelNumber"):
+    for branch in (
+        "lep_n",
+        "lep_pt",
+        "lep_E",
+        "lep_ptcone30",
+        "lep_etcone20",
+        "lep_trackd0pvunbiased",
+        "lep_tracksigd0pvunbiased",
+        "lep_z0",
+        "lep_isTightID",
+        "lep_trigMatched",
+        "lep_truthMatched",
+        "jet_n",
+        "jet_pt",
+        "jet_E",
+        "met_et",
+        "mcWeight",
+        "SumWeights",
+        "XSection",
+        "runNumber",
+        "eventNumber",
+        "channelNumber",
+    ):
         assert branch in t
     ev = t.arrays(["lep_n", "lep_pt", "lep_type", "lep_charge", "mcWeight"])
     assert ak.all(ev.lep_n == ak.num(ev.lep_pt)) and ak.all(ev.lep_n >= 4)
@@ -38,7 +57,8 @@ def test_mini_schema_jagged_mev_and_fifth_leptons(atlas_toy_dir):
 
 def test_non_prompt_leptons_are_less_isolated_and_displaced(atlas_toy_dir):
     ev = tree(atlas_toy_dir, "ttbar_lep").arrays(
-        ["lep_pt", "lep_ptcone30", "lep_tracksigd0pvunbiased", "lep_truthMatched"])
+        ["lep_pt", "lep_ptcone30", "lep_tracksigd0pvunbiased", "lep_truthMatched"]
+    )
     prompt = ak.flatten(ev.lep_truthMatched)
     iso = ak.to_numpy(ak.flatten(ev.lep_ptcone30 / ev.lep_pt))
     sig = ak.to_numpy(ak.flatten(ev.lep_tracksigd0pvunbiased))
@@ -65,17 +85,26 @@ def _independent_selection(ev):
             pt = ev["lep_pt"][i][j] / 1000
             is_e = ev["lep_type"][i][j] == 11
             theta = 2 * np.arctan(np.exp(-ev["lep_eta"][i][j]))
-            if (ev["lep_isTightID"][i][j] and ev["lep_ptcone30"][i][j] / 1000 < 0.3 * pt
-                    and ev["lep_etcone20"][i][j] / 1000 < 0.3 * pt
-                    and abs(ev["lep_tracksigd0pvunbiased"][i][j]) < (5 if is_e else 3)
-                    and abs(ev["lep_z0"][i][j] * np.sin(theta)) < 0.5
-                    and pt > (7 if is_e else 5) and abs(ev["lep_eta"][i][j]) < (2.47 if is_e else 2.5)):
+            if (
+                ev["lep_isTightID"][i][j]
+                and ev["lep_ptcone30"][i][j] / 1000 < 0.3 * pt
+                and ev["lep_etcone20"][i][j] / 1000 < 0.3 * pt
+                and abs(ev["lep_tracksigd0pvunbiased"][i][j]) < (5 if is_e else 3)
+                and abs(ev["lep_z0"][i][j] * np.sin(theta)) < 0.5
+                and pt > (7 if is_e else 5)
+                and abs(ev["lep_eta"][i][j]) < (2.47 if is_e else 2.5)
+            ):
                 good.append(j)
         charges = [ev["lep_charge"][i][j] for j in good]
         types = [ev["lep_type"][i][j] for j in good]
         e_charge = sum(c for c, t in zip(charges, types, strict=True) if t == 11)
-        keep.append(bool(ev["trigE"][i] or ev["trigM"][i]) and len(good) == 4
-                    and sum(charges) == 0 and sum(types) in (44, 48, 52) and e_charge == 0)
+        keep.append(
+            bool(ev["trigE"][i] or ev["trigM"][i])
+            and len(good) == 4
+            and sum(charges) == 0
+            and sum(types) in (44, 48, 52)
+            and e_charge == 0
+        )
     return np.array(keep)
 
 
@@ -83,11 +112,18 @@ def _independent_selection(ev):
 def test_selected_weights_equal_xsec_lumi_mcweight_sf_over_sumw(atlas_toy_dir, atlas_run, dataset):
     ev = tree(atlas_toy_dir, dataset).arrays(library="np")
     keep = _independent_selection(ev)
-    sf = (ev["scaleFactor_PILEUP"] * ev["scaleFactor_ELE"] * ev["scaleFactor_MUON"]
-          * ev["scaleFactor_LepTRIGGER"])
-    expected = (float(ev["XSection"][0]) * SPEC["lumi_pb"]
-                * np.sum(ev["mcWeight"][keep].astype(float) * sf[keep].astype(float))
-                / float(ev["SumWeights"][0]))
+    sf = (
+        ev["scaleFactor_PILEUP"]
+        * ev["scaleFactor_ELE"]
+        * ev["scaleFactor_MUON"]
+        * ev["scaleFactor_LepTRIGGER"]
+    )
+    expected = (
+        float(ev["XSection"][0])
+        * SPEC["lumi_pb"]
+        * np.sum(ev["mcWeight"][keep].astype(float) * sf[keep].astype(float))
+        / float(ev["SumWeights"][0])
+    )
     steps = atlas_run[0].cutflow[dataset]
     last = steps["two same-flavour opposite-sign pairs"]
     assert last["n"] == keep.sum()
@@ -99,8 +135,7 @@ def test_selected_weights_equal_xsec_lumi_mcweight_sf_over_sumw(atlas_toy_dir, a
 def test_pseudo_data_agrees_with_mc_within_3_sigma(atlas_run):
     h = atlas_run[0].histograms["m4l"]
     data = sum(h[{"dataset": d}].sum(flow=True).value for d in h.axes["dataset"] if d.startswith("data"))
-    mc = sum(h[{"dataset": d}].sum(flow=True).value for d in h.axes["dataset"]
-             if not d.startswith("data"))
+    mc = sum(h[{"dataset": d}].sum(flow=True).value for d in h.axes["dataset"] if not d.startswith("data"))
     assert data > 20
     assert abs(data - mc) < 3 * np.sqrt(mc)
 
@@ -118,18 +153,28 @@ def test_csv_and_root_inputs_give_identical_histograms(atlas_toy_dir, atlas_run,
 
     for csv in write_kaggle_csv(atlas_toy_dir, tmp_path / "csv"):
         csv_to_parquet(csv, tmp_path / "pq" / csv.with_suffix(".parquet").name)
-    flat = run(RunConfig("atlas-hzz4l", tmp_path / "pq", tmp_path / "out", executor="iterative",
-                         fileset="atlas_hzz4l_csv", progress=False))
+    flat = run(
+        RunConfig(
+            "atlas-hzz4l",
+            tmp_path / "pq",
+            tmp_path / "out",
+            executor="iterative",
+            fileset="atlas_hzz4l_csv",
+            progress=False,
+        )
+    )
     root = atlas_run[0].histograms
     for name in ("m4l", "z1_mass", "z2_mass", "pt4l"):
         for dataset in ("llll", "ggH125_ZZ4lep"):
             a, b = flat.histograms[name][{"dataset": dataset}], root[name][{"dataset": dataset}]
             np.testing.assert_array_equal(a.values(flow=True), b.values(flow=True))
             np.testing.assert_array_equal(a.variances(flow=True), b.variances(flow=True))
-        data_root = sum(root[name][{"dataset": d}].values(flow=True)
-                        for d in root[name].axes["dataset"] if d.startswith("data"))
-        np.testing.assert_array_equal(flat.histograms[name][{"dataset": "data"}].values(flow=True),
-                                      data_root)
+        data_root = sum(
+            root[name][{"dataset": d}].values(flow=True)
+            for d in root[name].axes["dataset"]
+            if d.startswith("data")
+        )
+        np.testing.assert_array_equal(flat.histograms[name][{"dataset": "data"}].values(flow=True), data_root)
 
 
 def test_converter_streams_gzip_adds_event_id_and_names_bad_files(tmp_path):

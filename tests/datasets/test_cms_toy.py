@@ -9,8 +9,8 @@ import vector
 
 from hepsieve.datasets import load_fileset_spec
 from hepsieve.datasets.toys.cms_hzz4l import generate
-from hepsieve.processors.analyses.hzz4l_cms import BRANCHES, TREE
 from hepsieve.datasets.toys.kinematics import ELECTRON_MASS_GEV, MUON_MASS_GEV, Z_MASS_GEV
+from hepsieve.processors.analyses.hzz4l_cms import BRANCHES, TREE
 
 
 def read(path):
@@ -19,9 +19,14 @@ def read(path):
 
 def lepton_vector(events, i, mass):
     pt = events[f"f_lept{i}_pt"].astype(np.float64)
-    return vector.array({"pt": pt, "eta": events[f"f_lept{i}_eta"].astype(np.float64),
-                         "phi": events[f"f_lept{i}_phi"].astype(np.float64),
-                         "mass": np.full(len(pt), mass)})
+    return vector.array(
+        {
+            "pt": pt,
+            "eta": events[f"f_lept{i}_eta"].astype(np.float64),
+            "phi": events[f"f_lept{i}_phi"].astype(np.float64),
+            "mass": np.full(len(pt), mass),
+        }
+    )
 
 
 def test_schema_is_the_26_confirmed_branches(cms_toy_dir):
@@ -32,8 +37,7 @@ def test_schema_is_the_26_confirmed_branches(cms_toy_dir):
     assert tree["f_mass4l"].interpretation.from_dtype == np.dtype(">f4")
 
 
-@pytest.mark.parametrize(("name", "mass"), [("VBF_HToZZTo4mu", MUON_MASS_GEV),
-                                             ("ZZTo4e", ELECTRON_MASS_GEV)])
+@pytest.mark.parametrize(("name", "mass"), [("VBF_HToZZTo4mu", MUON_MASS_GEV), ("ZZTo4e", ELECTRON_MASS_GEV)])
 def test_m4l_matches_four_vector_sum(cms_toy_dir, name, mass):
     events = read(cms_toy_dir / f"{name}.root")
     total = sum((lepton_vector(events, i, mass) for i in range(2, 5)), lepton_vector(events, 1, mass))
@@ -46,13 +50,21 @@ def test_jet_variables_from_the_two_jets_and_minus999_when_undefined(cms_toy_dir
     assert 0 < two.sum() < len(two)  # both categories present
     for b in ("f_massjj", "f_deltajj", "f_jet2_eta", "f_jet2_phi"):
         assert np.all(events[b][~two] == -999)
-    j = [vector.array({"pt": events[f"f_jet{i}_pt"][two].astype(float),
-                       "eta": events[f"f_jet{i}_eta"][two].astype(float),
-                       "phi": events[f"f_jet{i}_phi"][two].astype(float),
-                       "mass": np.zeros(two.sum())}) for i in (1, 2)]
+    j = [
+        vector.array(
+            {
+                "pt": events[f"f_jet{i}_pt"][two].astype(float),
+                "eta": events[f"f_jet{i}_eta"][two].astype(float),
+                "phi": events[f"f_jet{i}_phi"][two].astype(float),
+                "mass": np.zeros(two.sum()),
+            }
+        )
+        for i in (1, 2)
+    ]
     np.testing.assert_allclose(events["f_massjj"][two], (j[0] + j[1]).mass, rtol=1e-5)
-    np.testing.assert_allclose(events["f_deltajj"][two],
-                               np.abs(events["f_jet1_eta"][two] - events["f_jet2_eta"][two]), rtol=1e-6)
+    np.testing.assert_allclose(
+        events["f_deltajj"][two], np.abs(events["f_jet1_eta"][two] - events["f_jet2_eta"][two]), rtol=1e-6
+    )
     assert np.all(events["f_jet1_pt"][two] >= events["f_jet2_pt"][two])
 
 
@@ -78,8 +90,7 @@ def test_weights_sum_to_xsec_br_lumi_acceptance(cms_toy_dir):
     prov = json.loads((cms_toy_dir / "toy.json").read_text())
     for name, entry in spec["datasets"].items():
         meta, p = entry["metadata"], prov["datasets"][name]
-        expected = (meta["xsec_pb"] * meta["br"] * spec["lumi_pb"] * p["acceptance"]
-                    * p["efficiency"])
+        expected = meta["xsec_pb"] * meta["br"] * spec["lumi_pb"] * p["acceptance"] * p["efficiency"]
         assert 0.2 < p["acceptance"] < 0.8
         total = read(cms_toy_dir / entry["files"][0])["f_weight"].astype(np.float64).sum()
         assert total == pytest.approx(expected, rel=1e-5)

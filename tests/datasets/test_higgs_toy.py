@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import uproot
 
-from hepsieve.datasets.converters import higgs_csv_to_chunks
-from hepsieve.datasets.converters import uci_test_rows
+from hepsieve.datasets.converters import higgs_csv_to_chunks, uci_test_rows
 from hepsieve.datasets.toys.higgs_uci import BTAG_LEVELS, SCALE_GEV
-from hepsieve.processors.analyses.higgs_uci import COLUMNS, TREE
 from hepsieve.processors import InputFileError
+from hepsieve.processors.analyses.higgs_uci import COLUMNS, TREE
 
 
 def read_all(directory, split):
@@ -48,8 +47,9 @@ def test_physics_and_split(higgs_toy_dir):
 
 def test_converter_reproduces_direct_root_output(higgs_toy_dir, tmp_path):
     names = higgs_csv_to_chunks(higgs_toy_dir / "HIGGS.csv.gz", tmp_path, "root", chunk_rows=5000)
-    assert names == sorted(p.name for p in higgs_toy_dir.glob("HIGGS_t*.root")) or \
-        sorted(names) == sorted(p.name for p in higgs_toy_dir.glob("HIGGS_t*.root"))
+    assert names == sorted(p.name for p in higgs_toy_dir.glob("HIGGS_t*.root")) or sorted(names) == sorted(
+        p.name for p in higgs_toy_dir.glob("HIGGS_t*.root")
+    )
     for name in names:
         direct = uproot.open(higgs_toy_dir / name)[TREE].arrays(library="np")
         converted = uproot.open(tmp_path / name)[TREE].arrays(library="np")
@@ -61,5 +61,5 @@ def test_converter_reproduces_direct_root_output(higgs_toy_dir, tmp_path):
 def test_converter_rejects_other_layouts(tmp_path):
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(InputFileError, match="x.csv: not in the UCI HIGGS layout"):
+    with pytest.raises(InputFileError, match=r"x\.csv: not in the UCI HIGGS layout"):
         higgs_csv_to_chunks(bad, tmp_path / "out")

@@ -78,7 +78,7 @@ def test_tampered_onnx_file_is_rejected(cms_models, tmp_path):
     shutil.copytree(cms_models, tmp_path / "m")
     onnx = tmp_path / "m" / "rf_fold1.onnx"
     onnx.write_bytes(onnx.read_bytes() + b"\0")
-    with pytest.raises(ModelCardError, match="rf_fold1.onnx sha256"):
+    with pytest.raises(ModelCardError, match=r"rf_fold1\.onnx sha256"):
         OnnxScorer.from_card(tmp_path / "m" / "rf.json")
 
 

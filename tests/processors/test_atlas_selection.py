@@ -7,7 +7,7 @@ import pytest
 from hepsieve.processors.analyses.hzz4l_atlas import ANALYSIS, categorize, objects, observables, weights
 
 MEV = 1000.0
-GOOD = dict(tight=True, ptcone=0.05, etcone=0.05, sigd0=1.0, z0=0.1)
+GOOD = {"tight": True, "ptcone": 0.05, "etcone": 0.05, "sigd0": 1.0, "z0": 0.1}
 
 
 def lepton(pt, eta, phi, flavour, charge, **kw):
@@ -16,26 +16,44 @@ def lepton(pt, eta, phi, flavour, charge, **kw):
 
 def build(*events, trig=True):
     """Events in the mini-tree schema (MeV) from lists of lepton dicts (GeV)."""
+
     def jag(key, scale=1.0, dtype=np.float32):
         return ak.values_astype(ak.Array([[lp[key] * scale for lp in ev] for ev in events]), dtype)
 
     mass = {11: 0.000511, 13: 0.10566}
-    energy = ak.Array([[float(np.sqrt((lp["pt"] * np.cosh(lp["eta"])) ** 2 + mass[lp["type"]] ** 2))
-                        * MEV for lp in ev] for ev in events])
+    energy = ak.Array(
+        [
+            [float(np.sqrt((lp["pt"] * np.cosh(lp["eta"])) ** 2 + mass[lp["type"]] ** 2)) * MEV for lp in ev]
+            for ev in events
+        ]
+    )
     n = len(events)
-    return ak.zip({
-        "lep_pt": jag("pt", MEV), "lep_eta": jag("eta"), "lep_phi": jag("phi"),
-        "lep_E": ak.values_astype(energy, np.float32), "lep_charge": jag("charge", dtype=np.int32),
-        "lep_type": jag("type", dtype=np.uint32),
-        "lep_ptcone30": ak.Array([[lp["ptcone"] * lp["pt"] * MEV for lp in ev] for ev in events]),
-        "lep_etcone20": ak.Array([[lp["etcone"] * lp["pt"] * MEV for lp in ev] for ev in events]),
-        "lep_tracksigd0pvunbiased": jag("sigd0"), "lep_z0": jag("z0"),
-        "lep_isTightID": jag("tight", dtype=bool),
-        "trigE": np.full(n, trig), "trigM": np.full(n, trig),
-        "eventNumber": np.arange(n), "mcWeight": np.ones(n), "scaleFactor_PILEUP": np.ones(n),
-        "scaleFactor_ELE": np.ones(n), "scaleFactor_MUON": np.ones(n),
-        "scaleFactor_LepTRIGGER": np.ones(n), "XSection": np.ones(n), "SumWeights": np.ones(n),
-    }, depth_limit=1)
+    return ak.zip(
+        {
+            "lep_pt": jag("pt", MEV),
+            "lep_eta": jag("eta"),
+            "lep_phi": jag("phi"),
+            "lep_E": ak.values_astype(energy, np.float32),
+            "lep_charge": jag("charge", dtype=np.int32),
+            "lep_type": jag("type", dtype=np.uint32),
+            "lep_ptcone30": ak.Array([[lp["ptcone"] * lp["pt"] * MEV for lp in ev] for ev in events]),
+            "lep_etcone20": ak.Array([[lp["etcone"] * lp["pt"] * MEV for lp in ev] for ev in events]),
+            "lep_tracksigd0pvunbiased": jag("sigd0"),
+            "lep_z0": jag("z0"),
+            "lep_isTightID": jag("tight", dtype=bool),
+            "trigE": np.full(n, trig),
+            "trigM": np.full(n, trig),
+            "eventNumber": np.arange(n),
+            "mcWeight": np.ones(n),
+            "scaleFactor_PILEUP": np.ones(n),
+            "scaleFactor_ELE": np.ones(n),
+            "scaleFactor_MUON": np.ones(n),
+            "scaleFactor_LepTRIGGER": np.ones(n),
+            "XSection": np.ones(n),
+            "SumWeights": np.ones(n),
+        },
+        depth_limit=1,
+    )
 
 
 def selection(events):
@@ -59,8 +77,12 @@ def passes(events):
 
 
 def two_e_two_mu(**last):
-    return [lepton(60, 0.1, 0.0, 11, 1), lepton(45, -0.5, 2.5, 11, -1),
-            lepton(30, 1.2, -1.5, 13, 1), lepton(20, -1.0, 1.0, 13, -1, **last)]
+    return [
+        lepton(60, 0.1, 0.0, 11, 1),
+        lepton(45, -0.5, 2.5, 11, -1),
+        lepton(30, 1.2, -1.5, 13, 1),
+        lepton(20, -1.0, 1.0, 13, -1, **last),
+    ]
 
 
 def test_sum_type_48_is_accepted_as_2e2mu():
@@ -71,9 +93,9 @@ def test_sum_type_48_is_accepted_as_2e2mu():
 
 def test_five_lepton_event_with_non_isolated_extra_lepton_is_kept():
     extra = lepton(15, 0.3, 0.7, 13, 1, ptcone=0.8)
-    assert passes(build(two_e_two_mu() + [extra])).tolist() == [True]
+    assert passes(build([*two_e_two_mu(), extra])).tolist() == [True]
     isolated_extra = lepton(15, 0.3, 0.7, 13, 1)
-    assert passes(build(two_e_two_mu() + [isolated_extra])).tolist() == [False]
+    assert passes(build([*two_e_two_mu(), isolated_extra])).tolist() == [False]
 
 
 def test_2e2mu_with_nonzero_charge_sum_is_rejected():
@@ -88,8 +110,9 @@ def test_sum_types_44_and_52_accepted_46_and_50_rejected():
     def flavours(types):
         return [lepton(50 - 5 * i, 0.2 * i, i, t, (-1) ** i) for i, t in enumerate(types)]
 
-    events = build(flavours([11] * 4), flavours([13] * 4), flavours([11, 11, 11, 13]),
-                   flavours([13, 13, 13, 11]))
+    events = build(
+        flavours([11] * 4), flavours([13] * 4), flavours([11, 11, 11, 13]), flavours([13, 13, 13, 11])
+    )
     assert selection(events)["sum type in {44, 48, 52}"].tolist() == [True, True, False, False]
     assert passes(events).tolist() == [True, True, False, False]
     assert channels(events[:2]) == ["4e", "4mu"]
@@ -103,9 +126,18 @@ def test_same_sign_same_flavour_2e2mu_has_no_z_pairs():
     assert steps["two same-flavour opposite-sign pairs"].tolist() == [False]
 
 
-@pytest.mark.parametrize("failure", [
-    {"tight": False}, {"ptcone": 0.31}, {"etcone": 0.31}, {"sigd0": 3.5}, {"z0": 0.9},
-    {"pt": 4.0}, {"eta": 2.6}])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"tight": False},
+        {"ptcone": 0.31},
+        {"etcone": 0.31},
+        {"sigd0": 3.5},
+        {"z0": 0.9},
+        {"pt": 4.0},
+        {"eta": 2.6},
+    ],
+)
 def test_each_object_rule_rejects_a_lepton(failure):
     leps = two_e_two_mu()
     leps[3] |= failure  # the 4th lepton is a muon
@@ -129,8 +161,10 @@ def test_z1_is_the_sfos_pair_closest_to_mz_and_m4l_from_vectors():
 
     events = build(two_e_two_mu())
     d = derive(events)
-    leps = [vector.obj(pt=lp["pt"], eta=lp["eta"], phi=lp["phi"], E=float(events.lep_E[0][i]) / MEV)
-            for i, lp in enumerate(two_e_two_mu())]
+    leps = [
+        vector.obj(pt=lp["pt"], eta=lp["eta"], phi=lp["phi"], E=float(events.lep_E[0][i]) / MEV)
+        for i, lp in enumerate(two_e_two_mu())
+    ]
     ee, mumu = (leps[0] + leps[1]).mass, (leps[2] + leps[3]).mass
     z1, z2 = sorted([ee, mumu], key=lambda m: abs(m - 91.1876))
     assert float(d.z1_mass[0]) == pytest.approx(z1, rel=1e-5)

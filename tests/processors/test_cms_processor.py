@@ -3,17 +3,18 @@
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import uproot
 
 from hepsieve.datasets import load_fileset_spec
-from hepsieve.processors.analyses.hzz4l_cms import TREE
 from hepsieve.processors import HepsieveWarning, InputFileError, ModelCardError
-from hepsieve.processors.processor import AnalysisProcessor
 from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.analyses.hzz4l_cms import TREE
 from hepsieve.processors.executors import make_executor
+from hepsieve.processors.processor import AnalysisProcessor
 from hepsieve.processors.provenance import peak_rss_mb
 from hepsieve.processors.runner import metadata_cache
 
@@ -27,14 +28,16 @@ def hist_run(run_cms, cms_toy_dir, cms_models, tmp_path_factory):
 
 
 def test_cutflow_first_step_equals_entries(hist_run, cms_toy_dir):
-    result, out = hist_run
+    _result, out = hist_run
     cutflow = json.loads((out / "cutflow.json").read_text())
     for dataset, entry in load_fileset_spec("cms-hzz4l")["datasets"].items():
         n = uproot.open(cms_toy_dir / entry["files"][0])[TREE].num_entries
         assert cutflow[dataset]["input"]["n"] == n == TOY_EVENTS
         steps = cutflow[dataset]
-        assert steps["category vbf"]["n"] + steps["category untagged"]["n"] == \
-            steps["Z1 in 40-120, Z2 in 12-120 GeV"]["n"]
+        assert (
+            steps["category vbf"]["n"] + steps["category untagged"]["n"]
+            == steps["Z1 in 40-120, Z2 in 12-120 GeV"]["n"]
+        )
 
 
 def test_untagged_category_keeps_events_without_two_jets(hist_run, cms_toy_dir):
@@ -44,7 +47,8 @@ def test_untagged_category_keeps_events_without_two_jets(hist_run, cms_toy_dir):
     steps = result.cutflow["GluGluHToZZTo4mu"]
     assert steps["category untagged"]["n"] == no_two_jets.sum()
     assert steps["category untagged"]["sumw"] == pytest.approx(
-        events["f_weight"][no_two_jets].astype(float).sum(), rel=1e-9)
+        events["f_weight"][no_two_jets].astype(float).sum(), rel=1e-9
+    )
 
 
 def test_histogram_sums_equal_selected_weights(hist_run, cms_toy_dir):
@@ -52,8 +56,13 @@ def test_histogram_sums_equal_selected_weights(hist_run, cms_toy_dir):
     h = result.histograms["m4l"]
     for dataset in ("VBF_HToZZTo4e", "ZZTo4mu"):
         events = uproot.open(cms_toy_dir / f"{dataset}.root")[TREE].arrays(library="np")
-        sel = ((events["f_mass4l"] > 70) & (events["f_Z1mass"] > 40) & (events["f_Z1mass"] < 120)
-               & (events["f_Z2mass"] > 12) & (events["f_Z2mass"] < 120))
+        sel = (
+            (events["f_mass4l"] > 70)
+            & (events["f_Z1mass"] > 40)
+            & (events["f_Z1mass"] < 120)
+            & (events["f_Z2mass"] > 12)
+            & (events["f_Z2mass"] < 120)
+        )
         w = events["f_weight"][sel].astype(float)
         in_range = events["f_mass4l"][sel] < 400  # the rest sits in the overflow bin
         total = h[{"dataset": dataset}].sum(flow=True)
@@ -72,8 +81,8 @@ def test_score_cut_histogram_is_subset(hist_run):
 
 
 def test_root_file_matches_hist_contents(hist_run):
-    result, out = hist_run
-    with open(out / "histograms.pkl", "rb") as fin:
+    _result, out = hist_run
+    with Path(out / "histograms.pkl").open("rb") as fin:
         stored = pickle.load(fin)
     with uproot.open(out / "histograms.root") as fin:
         for name in ("m4l", "score_rf", "mjj"):
@@ -101,13 +110,14 @@ def _summary(result):
     return result.cutflow, counts
 
 
-@pytest.mark.parametrize(("executor", "chunksize"), [("iterative", 700), ("futures", 2000),
-                                                     ("dask", 1500)])
-def test_executors_and_chunksizes_agree(run_cms, hist_run, cms_toy_dir, cms_models, tmp_path, executor,
-                                        chunksize, capsys):
+@pytest.mark.parametrize(("executor", "chunksize"), [("iterative", 700), ("futures", 2000), ("dask", 1500)])
+def test_executors_and_chunksizes_agree(
+    run_cms, hist_run, cms_toy_dir, cms_models, tmp_path, executor, chunksize, capsys
+):
     reference, _ = hist_run  # iterative, chunksize 2000
-    result = run_cms(cms_toy_dir, tmp_path, models_dir=cms_models, executor=executor, workers=2,
-                     chunksize=chunksize)
+    result = run_cms(
+        cms_toy_dir, tmp_path, models_dir=cms_models, executor=executor, workers=2, chunksize=chunksize
+    )
     assert "Processing" not in capsys.readouterr().out  # progress=False: no progress bars
     ref_cutflow, ref_counts = _summary(reference)
     cutflow, counts = _summary(result)
@@ -131,8 +141,10 @@ def test_local_dask_and_futures_workers_are_tuned_and_warmed():
         import os
         import sys
 
-        return ({k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
-                "hepsieve.models.scorer" in sys.modules)
+        return (
+            {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
+            "hepsieve.models.scorer" in sys.modules,
+        )
 
     with make_executor("dask", 1, None, progress=False) as ex:
         states = list(ex.client.run(worker_state).values())
@@ -141,18 +153,21 @@ def test_local_dask_and_futures_workers_are_tuned_and_warmed():
         assert len(ex.pool._processes) == 2
 
 
-def test_preflight_gives_coffea_its_file_metadata(run_cms, hist_run, cms_toy_dir, cms_models, higgs_toy_dir,
-                                                  tmp_path, monkeypatch):
+def test_preflight_gives_coffea_its_file_metadata(
+    run_cms, hist_run, cms_toy_dir, cms_models, higgs_toy_dir, tmp_path, monkeypatch
+):
     from coffea.processor import Runner
 
     from hepsieve.datasets import resolve_fileset
+
     def resolve(name, data_dir):
         return resolve_fileset(load_fileset_spec(name), data_dir, get_analysis(name).inputs)
 
     resolved = resolve("cms-hzz4l", cms_toy_dir)
     # TTrees: the needed branches are read in one pass per chunk; RNTuples: column by column
     assert {tuple(v["preload"]) for v in resolved.fileset.values()} == {
-        tuple(get_analysis("cms-hzz4l").inputs.required(is_data=False))}
+        tuple(get_analysis("cms-hzz4l").inputs.required(is_data=False))
+    }
     assert not any("preload" in v for v in resolve("higgs-uci", higgs_toy_dir).fileset.values())
     cache = metadata_cache(resolved, TREE)
     assert len(cache) == sum(len(v["files"]) for v in resolved.fileset.values()) > 1
@@ -188,7 +203,9 @@ def test_feature_export_rows_match_cutflow(cms_features_run):
     assert np.all(labels[np.char.startswith(datasets.astype(str), "VBF")] == 1)
 
 
-def test_card_feature_mismatch_fails_before_any_chunk(run_cms, cms_toy_dir, cms_models, tmp_path, monkeypatch):
+def test_card_feature_mismatch_fails_before_any_chunk(
+    run_cms, cms_toy_dir, cms_models, tmp_path, monkeypatch
+):
     bad = tmp_path / "models"
     shutil.copytree(cms_models, bad)
     card = json.loads((bad / "mlp.json").read_text())
@@ -241,7 +258,7 @@ def test_wrong_tree_and_missing_branch_errors(run_cms, cms_toy_dir, tmp_path):
         run_cms(d, tmp_path / "out", datasets=["ZZTo4mu"])
     with uproot.recreate(d / "ZZTo4mu.root") as fout:
         fout[TREE] = {k: v for k, v in events.items() if k != "f_Z2mass"}
-    with pytest.raises(InputFileError, match="lacks branch.*f_Z2mass"):
+    with pytest.raises(InputFileError, match=r"lacks branch.*f_Z2mass"):
         run_cms(d, tmp_path / "out", datasets=["ZZTo4mu"])
 
 
@@ -263,9 +280,10 @@ def test_nan_features_are_counted_warned_and_not_scored(run_cms, cms_toy_dir, cm
     assert score.sum(flow=True).value == pytest.approx(steps["vbf: finite features"]["sumw"])
 
 
-def test_checkpointed_rerun_reads_chunks_back_and_gives_same_result(run_cms, cms_toy_dir, tmp_path,
-                                                                   monkeypatch):
-    kw = dict(datasets=["VBF_HToZZTo4e", "ZZTo4e"], chunksize=1000, checkpoint=tmp_path / "ckpt")
+def test_checkpointed_rerun_reads_chunks_back_and_gives_same_result(
+    run_cms, cms_toy_dir, tmp_path, monkeypatch
+):
+    kw = {"datasets": ["VBF_HToZZTo4e", "ZZTo4e"], "chunksize": 1000, "checkpoint": tmp_path / "ckpt"}
     first = run_cms(cms_toy_dir, tmp_path / "a", **kw)
     assert len(list((tmp_path / "ckpt").rglob("*.coffea"))) == 6  # 2 files x 3 chunks
 

@@ -5,11 +5,11 @@ import pytest
 import uproot
 from sklearn.metrics import roc_auc_score
 
-from hepsieve.processors.analyses.higgs_uci import TREE
 from hepsieve.models import OnnxScorer
-from hepsieve.processors.analyses import get_analysis
-from hepsieve.processors.metrics import roc_from_counts
 from hepsieve.processors import RunConfig, run
+from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.analyses.higgs_uci import TREE
+from hepsieve.processors.metrics import roc_from_counts
 
 
 def test_roc_from_counts_equals_sklearn_with_ties():
@@ -23,8 +23,17 @@ def test_roc_from_counts_equals_sklearn_with_ties():
 
 
 def test_auc_from_histograms_agrees_with_unbinned(higgs_toy_dir, higgs_models, tmp_path):
-    result = run(RunConfig("higgs-uci", higgs_toy_dir, tmp_path, models_dir=higgs_models,
-                           executor="iterative", chunksize=4000, progress=False))
+    result = run(
+        RunConfig(
+            "higgs-uci",
+            higgs_toy_dir,
+            tmp_path,
+            models_dir=higgs_models,
+            executor="iterative",
+            chunksize=4000,
+            progress=False,
+        )
+    )
     assert result.cutflow["train"]["input"]["n"] + result.cutflow["test"]["input"]["n"] == 22_000
     spec = get_analysis("higgs-uci").feature_spec()
     files = sorted(higgs_toy_dir.glob("HIGGS_test_*.root"))
@@ -57,11 +66,22 @@ def test_bench_rounds_medians_and_report(higgs_toy_dir, higgs_models, tmp_path, 
 
     from hepsieve.processors.bench import bench
 
-    report = bench("higgs-uci", higgs_toy_dir, tmp_path, ["iterative"], workers=1, chunksize=5000,
-                   models_dir=higgs_models, model_names=["mlp"], repeat=3)
+    report = bench(
+        "higgs-uci",
+        higgs_toy_dir,
+        tmp_path,
+        ["iterative"],
+        workers=1,
+        chunksize=5000,
+        models_dir=higgs_models,
+        model_names=["mlp"],
+        repeat=3,
+    )
     rows = report["results"]
-    floor, iterative = rows["floor: uproot.iterate + onnxruntime + hist, 1 process"], \
-        rows["hepsieve iterative, 1 worker(s)"]
+    floor, iterative = (
+        rows["floor: uproot.iterate + onnxruntime + hist, 1 process"],
+        rows["hepsieve iterative, 1 worker(s)"],
+    )
     for row in (floor, iterative):
         assert row["events"] == 22_000
         assert len(row["events_per_s_runs"]) == 3

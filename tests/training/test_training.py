@@ -10,8 +10,8 @@ from hepsieve.processors import ConfigurationError, HepsieveError
 from hepsieve.processors.analyses import get_analysis
 from hepsieve.training.data import fold_masks, training_weights
 from hepsieve.training.evaluate import evaluate, threshold_metrics
-from hepsieve.training.mlp import build_mlp, mlp_to_onnx, predict_mlp
 from hepsieve.training.kinds import MODEL_KINDS
+from hepsieve.training.mlp import build_mlp, mlp_to_onnx, predict_mlp
 from hepsieve.training.train import verify_onnx
 
 
@@ -72,8 +72,9 @@ def test_cards_describe_models(cms_models):
 def test_training_is_reproducible(cms_features_run, cms_models, tmp_path):
     from hepsieve.training.train import train
 
-    train("cms-hzz4l", cms_features_run / "features", "rf", tmp_path, progress=False,
-          hyper={"n_estimators": 40})
+    train(
+        "cms-hzz4l", cms_features_run / "features", "rf", tmp_path, progress=False, hyper={"n_estimators": 40}
+    )
     a = json.loads((tmp_path / "rf.json").read_text())["folds"]
     b = json.loads((cms_models / "rf.json").read_text())["folds"]
     assert [f["sha256"] for f in a] == [f["sha256"] for f in b]
