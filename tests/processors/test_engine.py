@@ -281,7 +281,7 @@ def test_broken_onnx_is_named_when_the_models_load_not_at_a_chunk(cms_models, tm
 
 def test_the_readme_analysis_example_builds():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("# my_dilepton.py", 1)[1].split("```", 1)[0]
+    block = "# my_dilepton.py" + readme.split("# my_dilepton.py", 1)[1].split("```", 1)[0]
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["ANALYSIS"].name == "my-dilepton"
