@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class ProgressWriter:
-    """A rich progress bar counting written events (quiet when not on a terminal)."""
+    """A rich progress bar counting written events.
+
+    It stays quiet when not on a terminal and when hepsieve's logging is above INFO (``-q``).
+    """
 
     def __init__(self, total: int, description: str):
         self._progress = Progress(
@@ -15,6 +20,7 @@ class ProgressWriter:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             transient=True,
+            disable=not logging.getLogger("hepsieve").isEnabledFor(logging.INFO),
         )
         self._task = self._progress.add_task(description, total=total)
 

@@ -63,3 +63,13 @@ def test_converter_rejects_other_layouts(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(InputFileError, match=r"x\.csv: not in the UCI HIGGS layout"):
         higgs_csv_to_chunks(bad, tmp_path / "out")
+
+
+def test_generate_writes_only_the_chosen_split(tmp_path):
+    from hepsieve.datasets.toys.higgs_uci import generate
+
+    generate(tmp_path, events=3000, seed=2, datasets=["test"], chunk_rows=1000)
+    assert sorted(p.name for p in tmp_path.glob("*.root")) == ["HIGGS_test_000.root"]
+    test = uproot.open(tmp_path / "HIGGS_test_000.root")[TREE].arrays(["event"], library="np")["event"]
+    n_test = uci_test_rows(3000)
+    np.testing.assert_array_equal(test, np.arange(3000 - n_test, 3000))  # the rows of the whole toy
