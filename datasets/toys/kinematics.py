@@ -56,39 +56,75 @@ def two_body_momentum(parent_mass, m1, m2) -> np.ndarray:
     return np.sqrt(np.clip(lam, 0, None)) / (2 * parent_mass)
 
 
-def zz_pair_masses(
-    rng: np.random.Generator, parent_mass: np.ndarray, m_min: float = 4.0, n_candidates: int = 16
+def _truncated_mixture(
+    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, photon: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw (m_Z, m_Z*) [GeV] for X -> Z(*) Z(*) from phase space x both Z propagators.
+    """Draw masses [GeV] in [lo, hi] from a Breit-Wigner/uniform(/1/m^2) mixture; return (m, pdf).
 
-    Vectorised sampling-importance-resampling: per event, ``n_candidates`` mass pairs
-    are proposed from a Breit-Wigner/uniform mixture and one is picked with
-    probability proportional to target/proposal density.
+    Every draw lies inside its own interval, so no proposal is ever kinematically forbidden.
     """
+    f_bw = np.where(photon > 0, 0.4, 0.5)
+    f_uni = np.where(photon > 0, 0.3, 0.5)
+    a_lo, a_hi = (
+        np.arctan(2 * (lo - Z_MASS_GEV) / Z_WIDTH_GEV),
+        np.arctan(2 * (hi - Z_MASS_GEV) / Z_WIDTH_GEV),
+    )
+    u, which = rng.random(lo.shape), rng.random(lo.shape)
+    bw = Z_MASS_GEV + 0.5 * Z_WIDTH_GEV * np.tan(a_lo + u * (a_hi - a_lo))
+    uni = lo + u * (hi - lo)
+    power = 1 / (1 / hi + u * (1 / lo - 1 / hi))  # density ~ 1/m^2 (the photon propagator)
+    m = np.where(which < f_bw, bw, np.where(which < f_bw + f_uni, uni, power))
+    m = np.clip(m, lo, hi)
+    pdf = f_bw * (2 / Z_WIDTH_GEV) / (1 + np.square(2 * (m - Z_MASS_GEV) / Z_WIDTH_GEV)) / (a_hi - a_lo)
+    pdf = pdf + f_uni / (hi - lo) + (1 - f_bw - f_uni) * np.power(m, -2.0) / (1 / lo - 1 / hi)
+    return m, pdf
+
+
+def pair_propagator(m: np.ndarray, photon: float | np.ndarray = 0.0) -> np.ndarray:
+    """Return the density in m [GeV] of an l+l- pair: Z Breit-Wigner + a virtual-photon term.
+
+    ``photon`` is the photon/Z ratio of the two terms at m = m_Z (about 0.01 for l+l-);
+    the photon term falls as 1/m^3 (propagator 1/m^4 times the 2m Jacobian).
+    """
+    kappa = photon * (Z_MASS_GEV / Z_WIDTH_GEV) ** 2
+    return _z_propagator(m) + kappa * 2 / np.power(m, 3)
+
+
+def zz_pair_masses(
+    rng: np.random.Generator,
+    parent_mass: np.ndarray,
+    m_min: float = 4.0,
+    n_candidates: int = 32,
+    photon: tuple[float | np.ndarray, float | np.ndarray] = (0.0, 0.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw (m_a, m_b) [GeV] for X -> V_a V_b -> (l+l-)(l+l-) from phase space x both propagators.
+
+    Vectorised sampling-importance-resampling: per event, ``n_candidates`` mass pairs are
+    proposed *inside the allowed region* (m_a in [m_min, M - m_min], then m_b in
+    [m_min, M - m_a]) and one is picked with probability proportional to target/proposal, so
+    m_a + m_b < M always. ``photon`` = (a, b): the virtual-photon admixture of each
+    propagator (:func:`pair_propagator`; 0 for H -> ZZ*), scalars or per event. Where the
+    target is symmetric, a and b are swapped at random.
+    """
+    parent_mass = np.asarray(parent_mass, dtype=np.float64)
+    if np.any(parent_mass <= 2 * m_min):
+        raise ValueError(f"zz_pair_masses: parent masses must exceed 2 x m_min = {2 * m_min:g} GeV")
     n = len(parent_mass)
-    hi = np.maximum(parent_mass[:, None] - m_min, m_min + 1e-3)
-    size = (n, n_candidates)
-
-    def propose():
-        bw = breit_wigner(rng, Z_MASS_GEV, Z_WIDTH_GEV, size, m_min, 1e4)
-        uni = rng.uniform(m_min, hi, size)
-        m = np.where(rng.random(size) < 0.5, bw, uni)
-        m = np.where(m < hi, m, uni)  # BW draws beyond the kinematic limit fall back
-        lo_a, hi_a = np.arctan(2 * (m_min - Z_MASS_GEV) / Z_WIDTH_GEV), np.pi / 2
-        bw_pdf = (2 / Z_WIDTH_GEV) / (1 + np.square(2 * (m - Z_MASS_GEV) / Z_WIDTH_GEV)) / (hi_a - lo_a)
-        q = 0.5 * bw_pdf + 0.5 / (hi - m_min)
-        return m, q
-
-    (m1, q1), (m2, q2) = propose(), propose()
-    target = two_body_momentum(parent_mass[:, None], m1, m2) * _z_propagator(m1) * _z_propagator(m2)
-    w = target / (q1 * q2)
-    w = np.where(m1 + m2 < parent_mass[:, None], w, 0.0)
-    cdf = np.cumsum(w, axis=1)
-    total = cdf[:, -1:]
-    pick = (cdf < rng.random((n, 1)) * total).sum(axis=1)
+    parent = np.broadcast_to(parent_mass[:, None], (n, n_candidates))
+    low = np.full((n, n_candidates), m_min)
+    ph_a, ph_b = (np.broadcast_to(np.asarray(p, dtype=np.float64), (n,))[:, None] for p in photon)
+    m1, q1 = _truncated_mixture(rng, low, parent - m_min, ph_a)
+    m2, q2 = _truncated_mixture(rng, low, parent - m1, ph_b)
+    target = two_body_momentum(parent, m1, m2) * pair_propagator(m1, ph_a) * pair_propagator(m2, ph_b)
+    cdf = np.cumsum(target / (q1 * q2), axis=1)
+    pick = (cdf < rng.random((n, 1)) * cdf[:, -1:]).sum(axis=1)
     pick = np.minimum(pick, n_candidates - 1)
     rows = np.arange(n)
-    return m1[rows, pick], m2[rows, pick]
+    m_a, m_b = m1[rows, pick], m2[rows, pick]
+    swap = (rng.random(n) < 0.5) & (ph_a[:, 0] == ph_b[:, 0])
+    if np.any(swap):
+        m_a, m_b = np.where(swap, m_b, m_a), np.where(swap, m_a, m_b)
+    return m_a, m_b
 
 
 def decay_two_body(
@@ -128,10 +164,17 @@ def recoiling_parent(
 
 
 def decay_to_four_leptons(
-    rng: np.random.Generator, parent: vector.MomentumNumpy4D, mass_a: np.ndarray, mass_b: np.ndarray
+    rng: np.random.Generator,
+    parent: vector.MomentumNumpy4D,
+    mass_a: np.ndarray,
+    mass_b: np.ndarray,
+    photon: tuple[float | np.ndarray, float | np.ndarray] = (0.0, 0.0),
 ) -> list[vector.MomentumNumpy4D]:
-    """X -> Z(*)_a Z(*)_b -> (l+ l-)_a (l+ l-)_b; return [a+, a-, b+, b-] lab vectors."""
-    m_za, m_zb = zz_pair_masses(rng, parent.mass)
+    """X -> V_a V_b -> (l+ l-)_a (l+ l-)_b; return [a+, a-, b+, b-] lab vectors.
+
+    Every step is an exact two-body decay, so the four leptons sum to ``parent``.
+    """
+    m_za, m_zb = zz_pair_masses(rng, parent.mass, photon=photon)
     za, zb = decay_two_body(rng, parent, m_za, m_zb)
     return [*decay_two_body(rng, za, mass_a, mass_a), *decay_two_body(rng, zb, mass_b, mass_b)]
 
