@@ -42,7 +42,7 @@ from hepsieve.datasets.toys.kinematics import (
     breit_wigner,
     decay_to_four_leptons,
     decay_two_body,
-    four_lepton_system_mass,
+    four_lepton_system,
     p4,
     p4_from_rapidity,
     production_jets,
@@ -112,11 +112,14 @@ def _concat(*parts):
 
 def _higgs_or_zz(rng, production: str, n: int):
     jet_pt, jet_eta, jet_phi = production_jets(rng, production, n)
-    parent = recoiling_parent(rng, jet_pt, jet_phi, four_lepton_system_mass(rng, production, n))
+    mass, photon_a, photon_b = four_lepton_system(rng, production, n)
+    parent = recoiling_parent(rng, jet_pt, jet_phi, mass)
     u = rng.random(n)
     flavour_a = np.where(u < 0.25, 11, np.where(u < 0.5, 13, np.where(u < 0.75, 11, 13)))
     flavour_b = np.where(u < 0.25, 11, np.where(u < 0.5, 13, np.where(u < 0.75, 13, 11)))
-    truth = decay_to_four_leptons(rng, parent, _flavour_mass(flavour_a), _flavour_mass(flavour_b))
+    truth = decay_to_four_leptons(
+        rng, parent, _flavour_mass(flavour_a), _flavour_mass(flavour_b), photon=(photon_a, photon_b)
+    )
     leptons = _stack(
         truth,
         np.tile([1, -1, 1, -1], (n, 1)),

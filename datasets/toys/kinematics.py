@@ -179,45 +179,131 @@ def decay_to_four_leptons(
     return [*decay_two_body(rng, za, mass_a, mass_a), *decay_two_body(rng, zb, mass_b, mass_b)]
 
 
+def final_state_radiation(
+    rng: np.random.Generator,
+    lepton: vector.MomentumNumpy4D,
+    probability: float | np.ndarray,
+    z_min: float = 0.005,
+) -> tuple[vector.MomentumNumpy4D, vector.MomentumNumpy4D]:
+    """Return (lepton after collinear FSR, photon); the two share the lepton's 3-momentum.
+
+    With ``probability`` per lepton a collinear photon takes a fraction z of the momentum,
+    dP/dz ~ (1 + (1 - z)^2) / z on [z_min, 1) (the q -> q gamma splitting function), drawn by
+    accept-reject from 1/z. The lepton stays on shell, so energy is conserved up to
+    m_l^2 z / (2 p (1 - z)) (< 1e-3 GeV for muons above 5 GeV). The photon is not
+    reconstructed: it makes the low-mass tail of m_ll and m_4l.
+    """
+    n = len(lepton)
+    z = np.exp(rng.uniform(np.log(z_min), 0, (8, n)))
+    accepted = rng.random((8, n)) < (1 + np.square(1 - z)) / 2
+    z = z[np.argmax(accepted, axis=0), np.arange(n)]
+    z = np.where(rng.random(n) < probability, np.minimum(z, 0.95), 0.0)
+    keep = 1 - z
+    after = vector.array(
+        {"px": lepton.px * keep, "py": lepton.py * keep, "pz": lepton.pz * keep, "mass": lepton.mass}
+    )
+    photon = vector.array(
+        {"px": lepton.px * z, "py": lepton.py * z, "pz": lepton.pz * z, "mass": np.zeros(n)}
+    )
+    return after, photon
+
+
+# mean number of radiated jets with pT > 20 GeV (geometric multiplicity) per production mode
+RADIATION_JETS = {"vbf": 0.4, "ggh": 1.05, "zz": 0.5, "vh": 0.45, "tth": 1.2}
+MAX_JETS = 6
+
+
+def radiation_jets(rng: np.random.Generator, n: int, mean: float) -> tuple[np.ndarray, ...]:
+    """Return (pt, eta, phi, count) of initial/final-state radiation jets, (n, MAX_JETS) each.
+
+    Geometric multiplicity (the staircase scaling of jet counts), pT = 20 GeV + exponential
+    (mean 22 GeV), rapidity broad (sigma 2.3).
+    """
+    shape = (n, MAX_JETS)
+    count = rng.geometric(1 / (1 + mean), n) - 1
+    return (
+        20 + rng.exponential(22, shape),
+        rng.normal(0, 2.3, shape),
+        rng.uniform(-np.pi, np.pi, shape),
+        count,
+    )
+
+
+def _vbf_tag_jets(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """Return (pt, eta, phi) of the two VBF tag quarks, (n, 2) each.
+
+    pT^2 follows the W/Z t-channel propagator, dP/dpT^2 ~ 1/(pT^2 + M^2)^2 with M = 54 GeV
+    (median pT 54 GeV, capped at 600); the rapidity gap is Gamma-distributed (mean 4.5,
+    with a low-gap tail) around a centre near 0; the jets are roughly back to back in phi.
+    """
+    u = rng.uniform(0, 0.99, (n, 2))
+    pt = np.minimum(54.0 * np.sqrt(u / (1 - u)), 600.0)
+    centre, gap = rng.normal(0, 0.9, n), rng.gamma(4.0, 1.3, n)
+    eta = np.stack([centre + gap / 2, centre - gap / 2], axis=1)
+    phi0 = rng.uniform(-np.pi, np.pi, n)
+    phi = np.stack([phi0, phi0 + np.pi + rng.normal(0, 1.3, n)], axis=1)
+    return pt, eta, phi
+
+
 def production_jets(
     rng: np.random.Generator, production: str, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return jets (pt, eta, phi) [GeV] as (n, 6) arrays, pt NaN where absent.
+    """Return parton-level jets (pt, eta, phi) [GeV] as (n, 6) arrays, pt NaN where absent.
 
-    ``production``: ``vbf`` (two forward tag jets), ``vh`` (two central jets from the
-    vector boson), ``tth`` (many central jets),
-    ``ggh`` or ``zz`` (soft initial-state radiation only).
+    ``production``: ``vbf`` (two tag jets + radiation), ``vh`` (the two jets of V -> q q'),
+    ``tth`` (four b/light jets of t t -> b q q' b q q' + radiation), ``ggh`` or ``zz``
+    (initial-state radiation only; gluon-initiated ggH radiates more than q q -> ZZ).
     """
-    shape = (n, 6)
-    pt = 20 + rng.exponential(20, shape)
-    eta = rng.normal(0, 2.2, shape)
-    phi = rng.uniform(-np.pi, np.pi, shape)
+    pt, eta, phi, count = radiation_jets(rng, n, RADIATION_JETS[production])
+    hard = {"vbf": 2, "vh": 2, "tth": 4}.get(production, 0)
     if production == "vbf":
-        n_jets = 2 + rng.poisson(0.3, n)
-        pt[:, :2] = 15 + rng.gamma(2.0, 22.0, (n, 2))
-        centre, gap = rng.normal(0, 0.8, n), 2.0 + rng.gamma(2.5, 1.0, n)
-        eta[:, 0], eta[:, 1] = centre + gap / 2, centre - gap / 2
-        phi[:, 1] = phi[:, 0] + np.pi + rng.normal(0, 1.0, n)
-    elif production == "vh":  # W/Z -> q q' plus radiation
-        n_jets = 2 + rng.poisson(0.3, n)
-        pt = 20 + rng.gamma(2.0, 22.0, shape)
-        eta = rng.normal(0, 1.4, shape)
+        pt[:, :2], eta[:, :2], phi[:, :2] = _vbf_tag_jets(rng, n)
+    elif production == "vh":
+        pt[:, :2], eta[:, :2] = 15 + rng.gamma(2.0, 20.0, (n, 2)), rng.normal(0, 1.3, (n, 2))
     elif production == "tth":
-        n_jets = 4 + rng.poisson(1.0, n)
-        pt = 20 + rng.gamma(2.0, 30.0, shape)
-        eta = rng.normal(0, 1.2, shape)
-    else:  # ggh, zz: initial-state radiation only
-        n_jets = rng.poisson(0.75 if production == "ggh" else 0.5, n)
-    present = np.arange(6)[None, :] < np.minimum(n_jets, 6)[:, None]
+        pt[:, :4], eta[:, :4] = 15 + rng.gamma(2.0, 30.0, (n, 4)), rng.normal(0, 1.2, (n, 4))
+    present = np.arange(MAX_JETS)[None, :] < np.minimum(hard + count, MAX_JETS)[:, None]
     return np.where(present, pt, np.nan), eta, phi
 
 
-def four_lepton_system_mass(rng: np.random.Generator, production: str, n: int) -> np.ndarray:
-    """Return the mass [GeV] of the 4l system: the Higgs, or for ``zz`` the continuum + Z peak."""
+# q q -> 4l (m_ll > 4 GeV), the cross-section shares of its regions: the single-resonant
+# Z -> 4l peak, Z gamma* between the peaks, Z Z on shell (m_4l > 2 m_Z) and gamma* gamma* below
+# the Z; (share, photon admixture of pair a, of pair b)
+QQ_TO_4L = {
+    "z_to_4l": (0.36, 0.0, 0.01),
+    "z_gamma": (0.15, 0.0, 0.01),
+    "zz": (0.17, 0.0, 0.0),
+    "gamma_gamma": (0.32, 0.01, 0.01),
+}
+
+
+def _qq_to_4l_mass(rng: np.random.Generator, region: str, n: int) -> np.ndarray:
+    """Return m_4l [GeV] in one region of q q -> 4l."""
+    if region == "z_to_4l":
+        return breit_wigner(rng, Z_MASS_GEV, Z_WIDTH_GEV, n, 80.0, 100.0)
+    if region == "z_gamma":
+        return 100 + 80 * rng.power(0.7, n)
+    if region == "zz":
+        return 180 + rng.gamma(1.6, 55.0, n)
+    return 1 / rng.uniform(1 / 80.0, 1 / 12.0, n)  # dP/dm ~ 1/m^2 from 12 to 80 GeV
+
+
+def four_lepton_system(
+    rng: np.random.Generator, production: str, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (m_4l [GeV], photon admixture of pair a, of pair b) per event.
+
+    A Higgs (125 GeV, H -> Z Z*, no photon) for every production but ``zz``, which draws
+    the regions of :data:`QQ_TO_4L` by their cross-section shares.
+    """
     if production != "zz":
-        return breit_wigner(rng, H_MASS_GEV, H_WIDTH_GEV, n, 120.0, 130.0)
-    u = rng.random(n)
-    continuum = 180 + rng.gamma(1.3, 60.0, n)
-    offshell = rng.uniform(100, 180, n)
-    z_peak = breit_wigner(rng, Z_MASS_GEV, Z_WIDTH_GEV, n, 80.0, 100.0)
-    return np.where(u < 0.80, continuum, np.where(u < 0.88, offshell, z_peak))
+        return breit_wigner(rng, H_MASS_GEV, H_WIDTH_GEV, n, 120.0, 130.0), np.zeros(n), np.zeros(n)
+    names = list(QQ_TO_4L)
+    share = np.array([QQ_TO_4L[r][0] for r in names])
+    region = rng.choice(len(names), size=n, p=share / share.sum())
+    mass, photon_a, photon_b = np.empty(n), np.empty(n), np.empty(n)
+    for i, name in enumerate(names):
+        rows = region == i
+        mass[rows] = _qq_to_4l_mass(rng, name, int(rows.sum()))
+        photon_a[rows], photon_b[rows] = QQ_TO_4L[name][1:]
+    return mass, photon_a, photon_b

@@ -1,4 +1,4 @@
-"""Shared toy physics: energy-momentum conservation of the 4l chain, allowed mass pairs."""
+"""Shared toy physics: energy-momentum conservation of the 4l chain, allowed mass pairs, FSR."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,9 @@ from hepsieve.datasets.toys.kinematics import (
     MUON_MASS_GEV,
     Z_MASS_GEV,
     decay_to_four_leptons,
-    four_lepton_system_mass,
+    final_state_radiation,
+    four_lepton_system,
+    p4,
     production_jets,
     recoiling_parent,
     zz_pair_masses,
@@ -21,8 +23,9 @@ def test_four_lepton_chain_conserves_energy_and_momentum(production):
     """Sum of the four leptons = the parent four-vector, to 1e-9 of its energy (float64 boosts)."""
     rng = np.random.default_rng(11)
     jets = production_jets(rng, production, N_EVENTS)
-    parent = recoiling_parent(rng, jets[0], jets[2], four_lepton_system_mass(rng, production, N_EVENTS))
-    leptons = decay_to_four_leptons(rng, parent, MUON_MASS_GEV, MUON_MASS_GEV)
+    mass, photon_a, photon_b = four_lepton_system(rng, production, N_EVENTS)
+    parent = recoiling_parent(rng, jets[0], jets[2], mass)
+    leptons = decay_to_four_leptons(rng, parent, MUON_MASS_GEV, MUON_MASS_GEV, photon=(photon_a, photon_b))
     total = leptons[0] + leptons[1] + leptons[2] + leptons[3]
     tolerance = 1e-9 * parent.E
     for component in ("px", "py", "pz", "E"):
@@ -51,3 +54,22 @@ def test_pair_masses_are_always_allowed_and_peak_at_the_z():
 def test_zz_pair_masses_refuses_a_closed_phase_space():
     with pytest.raises(ValueError, match="exceed 2 x m_min"):
         zz_pair_masses(np.random.default_rng(0), np.array([125.0, 7.0]))
+
+
+def test_fsr_shares_the_lepton_momentum_and_radiates_at_the_given_rate():
+    """Lepton after FSR + photon = lepton before (3-momentum exact, energy to m^2 z / 2p)."""
+    rng = np.random.default_rng(5)
+    n = 100_000
+    lepton = p4(
+        rng.uniform(5, 100, n), rng.uniform(-2.5, 2.5, n), rng.uniform(-np.pi, np.pi, n), MUON_MASS_GEV
+    )
+    after, photon = final_state_radiation(rng, lepton, 0.1)
+    for component in ("px", "py", "pz"):
+        np.testing.assert_allclose(
+            getattr(after, component) + getattr(photon, component), getattr(lepton, component), atol=1e-9
+        )
+    z = photon.E / lepton.p
+    bound = MUON_MASS_GEV**2 * z / (2 * lepton.p * (1 - np.minimum(z, 0.95))) + 1e-9
+    assert np.all(np.abs(after.E + photon.E - lepton.E) <= bound)
+    assert np.mean(z > 0) == pytest.approx(0.1, abs=0.005)  # binomial sigma 0.001
+    assert np.all(after.pt <= lepton.pt + 1e-12)
