@@ -282,6 +282,44 @@ def measure_uci(toy_dir: str | Path) -> dict[str, float]:
     return out
 
 
+# model name in an evaluation's metrics.json -> reference key prefix (AUC and accuracy)
+METRIC_KEYS = {
+    "cms-hzz4l": {
+        "rf": ("rf_weighted_auc", "rf_accuracy_at_0.6"),
+        "mlp": ("ann_weighted_auc", "ann_accuracy_at_0.6"),
+    },
+    "higgs-uci": {
+        **{
+            f"hgb{s}": (f"BDT AUC {t}", None)
+            for s, t in (("", "all"), ("_low-level", "low-level"), ("_high-level", "high-level"))
+        },
+        **{
+            f"mlp{s}": (f"DNN AUC {t}", None)
+            for s, t in (("", "all"), ("_low-level", "low-level"), ("_high-level", "high-level"))
+        },
+    },
+}
+
+
+def model_numbers(analysis: str, metrics_paths: list[str | Path]) -> dict[str, float]:
+    """Return the section-7 model numbers from ``hepsieve evaluate`` metrics.json files.
+
+    AUC: the held-out weighted AUC; accuracy: (TP + TN) / all at the analysis' threshold with
+    class-balanced weights (the seed's convention: signal and background renormalised).
+    """
+    keys, out = METRIC_KEYS.get(analysis, {}), {}
+    for path in metrics_paths:
+        for name, m in json.loads(Path(path).read_text())["models"].items():
+            if name not in keys:
+                continue
+            auc_key, accuracy_key = keys[name]
+            out[auc_key] = float(m["auc_test"])
+            if accuracy_key:
+                cm = np.asarray(m["at_threshold"]["class_balanced"]["confusion_matrix"])
+                out[accuracy_key] = float(np.trace(cm) / cm.sum())
+    return out
+
+
 MEASURES: dict[str, tuple[Callable[[str | Path], dict[str, float]], dict]] = {
     "cms-hzz4l": (measure_cms, CMS_REFERENCE),
     "atlas-hzz4l": (measure_atlas, ATLAS_REFERENCE),
@@ -289,10 +327,10 @@ MEASURES: dict[str, tuple[Callable[[str | Path], dict[str, float]], dict]] = {
 }
 
 
-def table(analysis: str, toy_dir: str | Path) -> str:
-    """Return the toy-vs-reference table (markdown) of one analysis' toy directory."""
+def table(analysis: str, toy_dir: str | Path, metrics_paths: tuple[str | Path, ...] = ()) -> str:
+    """Return the toy-vs-reference table (markdown) of a toy directory (+ models' metrics.json)."""
     measure, reference = MEASURES[analysis]
-    toy = measure(toy_dir)
+    toy = measure(toy_dir) | model_numbers(analysis, list(metrics_paths))
     lines = ["| quantity | toy | reference | toy / reference |", "|---|---|---|---|"]
     for key, ref in reference.items():
         if key not in toy:
@@ -303,16 +341,18 @@ def table(analysis: str, toy_dir: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the toy-vs-reference table (``--json``: the measured numbers) for a toy directory."""
+    """Print the toy-vs-reference table (``--json``: the measured numbers) of a toy directory."""
     parser = argparse.ArgumentParser(prog="python -m hepsieve.datasets.toys.reference")
     parser.add_argument("analysis", choices=sorted(MEASURES))
     parser.add_argument("toy_dir")
+    parser.add_argument("--metrics", action="append", default=[], help="a hepsieve evaluate metrics.json")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.json:
-        sys.stdout.write(json.dumps(MEASURES[args.analysis][0](args.toy_dir), indent=2) + "\n")
+        measured = MEASURES[args.analysis][0](args.toy_dir) | model_numbers(args.analysis, args.metrics)
+        sys.stdout.write(json.dumps(measured, indent=2) + "\n")
     else:
-        sys.stdout.write(table(args.analysis, args.toy_dir) + "\n")
+        sys.stdout.write(table(args.analysis, args.toy_dir, tuple(args.metrics)) + "\n")
     return 0
 
 
