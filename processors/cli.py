@@ -476,9 +476,24 @@ def main(argv: list[str] | None = None) -> int:
     except HepsieveError as err:
         if args.verbose:
             raise
-        print(f"hepsieve {args.command}: error: {err}", file=sys.stderr)
+        print(f"hepsieve {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = (
+            " (checkpointed chunks are kept: rerun the same command to resume)"
+            if getattr(args, "checkpoint", None)
+            else ""
+        )
+        written = "; no output was written" if args.command == "run" else ""
+        print(f"hepsieve {args.command}: interrupted{written}{resume}", file=sys.stderr)
+        return 130
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """Return an error message on one line (``-v`` shows the whole of it and the traceback)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 600 else f"{text[:600]} ... (-v for all of it)"
 
 
 if __name__ == "__main__":

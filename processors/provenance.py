@@ -86,7 +86,8 @@ class RunRecord:
     events_per_s: float | None
     worker_max_rss_mb: list[float] | None = None
     auc_from_histograms: dict[str, dict[str, float]] | None = None
-    feature_files: dict[str, list[str]] | None = None
+    feature_files: dict[str, list[dict[str, Any]]] | None = None  # the manifest: file, events
+    reused_chunks: int | None = None  # read back from --checkpoint
     versions: dict[str, str] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
     record_version: int = RUN_RECORD_VERSION

@@ -150,7 +150,7 @@ def test_local_dask_and_futures_workers_are_tuned_and_warmed():
         states = list(ex.client.run(worker_state).values())
     assert states == [({"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}, True)]
     with make_executor("futures", 2, None, progress=False) as ex:  # started before the run
-        assert len(ex.pool._processes) == 2
+        assert len(ex.pool._pool._processes) == 2
 
 
 def test_preflight_gives_coffea_its_file_metadata(
@@ -173,6 +173,7 @@ def test_preflight_gives_coffea_its_file_metadata(
     assert len(cache) == sum(len(v["files"]) for v in resolved.fileset.values()) > 1
     for item, meta in cache.items():  # what coffea's own preprocessing would have found
         fetched = Runner.metadata_fetcher_root(60, False, {}, item).pop()
+        assert meta.pop("filesize") == Path(item.filename).stat().st_size  # for the checkpoint key
         assert meta == fetched.metadata | resolved.fileset[item.dataset]["metadata"]
     # and it does not run: a run with the metadata fetcher broken gives the same cutflow
     monkeypatch.setattr(Runner, "metadata_fetcher_root", None)
