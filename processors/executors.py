@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib
 import logging
 import multiprocessing
@@ -15,6 +16,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+import coffea.processor.executor as coffea_executor_module
 from coffea import processor
 from coffea.util import coffea_console
 
@@ -30,6 +32,17 @@ from hepsieve.processors.provenance import peak_rss_mb
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("iterative", "futures", "dask")
+
+
+def _utf8_hash(items: tuple) -> int:
+    """Return coffea 2026.9's ``_hash`` of ``items``, encoded as UTF-8 instead of ASCII."""
+    digest = hashlib.md5(";".join(str(x) for x in items).encode("utf-8"))
+    return int(digest.hexdigest()[:16], base=16)
+
+
+# coffea hashes (dataset, file, tree) as ASCII, so a data directory named "données" raised
+# UnicodeEncodeError inside coffea; the UTF-8 encoding is byte-identical for ASCII names.
+coffea_executor_module._hash = _utf8_hash
 
 #: Settings of the local dask cluster's worker processes (not of a ``--scheduler`` cluster).
 #: No dashboard, so no use for the workers' statistical profiler, which samples every thread
@@ -276,17 +289,15 @@ def quiet_tracebacks(quiet: bool) -> Iterator[None]:
 
     hepsieve reports the error in one line instead (``-v`` shows the traceback).
     """
-    import coffea.processor.executor as coffea_executor
-
     if not quiet:
         yield
         return
-    original = coffea_executor.traceback
-    coffea_executor.traceback = _NoTraceback
+    original = coffea_executor_module.traceback
+    coffea_executor_module.traceback = _NoTraceback
     try:
         yield
     finally:
-        coffea_executor.traceback = original
+        coffea_executor_module.traceback = original
 
 
 def worker_peak_rss_mb(executor) -> list[float] | None:
