@@ -137,10 +137,14 @@ class IdentityCheckpointer(CheckpointerABC):
         except Exception as err:  # noqa: BLE001 (a damaged checkpoint is recomputed, and said so)
             log.warning("checkpoint %s cannot be read (%s): recomputing that chunk", path, err)
             return None
-        if not _feature_files_intact(output):
+        # coffea saves {"out": the processor's output, "processed": {work item}}
+        if not isinstance(output, dict) or not isinstance(output.get("out"), dict):
+            log.warning("checkpoint %s is not a chunk result: recomputing that chunk", path)
+            return None
+        if not _feature_files_intact(output["out"]):
             log.warning("checkpoint %s: its feature file changed or is gone: recomputing", path)
             return None
-        return output | {"reused_chunks": 1}
+        return output | {"out": output["out"] | {"reused_chunks": 1}}
 
     def save(self, output: dict, metadata: dict, processor_instance: Any) -> None:
         """Write this chunk's output (through a temporary file and a rename)."""

@@ -12,7 +12,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -126,8 +126,13 @@ class ResilientPool(Executor):
 
     def __init__(self, workers: int, max_restarts: int = 3):
         self.workers, self.max_restarts, self.restarts = workers, max_restarts, 0
+        self._closed = False
         self._lock = threading.Lock()
-        self._pool = _spawned_pool(workers)
+        # every pool is started from this one long-lived thread: the kernel sends the workers'
+        # parent-death signal when the *thread* that started them ends, and the callbacks that
+        # replace a broken pool run in that pool's own (soon ending) manager thread
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="hepsieve-spawner")
+        self._pool = self._spawner.submit(_spawned_pool, workers).result()
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` in a worker; a worker's death resubmits it to a fresh pool."""
@@ -154,6 +159,8 @@ class ResilientPool(Executor):
     def _replace(self, broken: ProcessPoolExecutor) -> bool:
         """Replace a broken pool by a fresh one (once per broken pool); False when out of restarts."""
         with self._lock:
+            if self._closed:
+                return False  # shut down (an error, Ctrl-C): nothing is resubmitted
             if self._pool is not broken:
                 return True  # another chunk of the same broken pool already replaced it
             if self.restarts >= self.max_restarts:
@@ -165,16 +172,19 @@ class ResilientPool(Executor):
                 self.max_restarts,
             )
             broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = _spawned_pool(self.workers)
+            self._pool = self._spawner.submit(_spawned_pool, self.workers).result()
             return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the workers (``wait=False``: at once, killing any still processing)."""
-        pool = self._pool
+        with self._lock:
+            self._closed = True
+            pool = self._pool
         if not wait:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
         pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._spawner.shutdown(wait=False)
 
 
 @contextlib.contextmanager
