@@ -267,11 +267,11 @@ def collect_features(output: dict, run_dir: Path) -> dict[str, list[dict[str, An
     """Gather the chunks' feature files into ``run_dir/features``; return the manifest.
 
     Every file a chunk result references (written now, or by a checkpointed earlier run) is
-    placed under ``features/<dataset>/`` and checked to hold its rows; any other file there
-    (from a failed attempt) is removed, so the export holds each event exactly once.
+    placed under ``features/<dataset>/`` and checked to hold its rows. The directory is new
+    (atomic outputs) and chunk files are named by file and entry range, so the export holds
+    each event exactly once.
     """
     manifest: dict[str, list[dict[str, Any]]] = {}
-    keep = set()
     for dataset, files in sorted(output.get("feature_files", {}).items()):
         for path, rows in sorted(files.items()):
             src, dst = Path(path), run_dir / "features" / dataset / Path(path).name
@@ -281,10 +281,6 @@ def collect_features(output: dict, run_dir: Path) -> dict[str, list[dict[str, An
             if pq.ParquetFile(dst).metadata.num_rows != rows:
                 raise CutflowMismatchError(f"{dst}: holds a different number of rows than its chunk exported")
             manifest.setdefault(dataset, []).append({"file": str(dst.relative_to(run_dir)), "events": rows})
-            keep.add(dst.resolve())
-    for stray in (run_dir / "features").rglob("*") if (run_dir / "features").is_dir() else []:
-        if stray.is_file() and stray.resolve() not in keep:
-            stray.unlink()
     return manifest
 
 

@@ -136,6 +136,31 @@ def test_jagged_branch_where_a_flat_one_is_expected(cms_toy_dir, data_dir, tmp_p
         _run(data_dir, tmp_path / "out")
 
 
+def test_read_failure_in_a_lazily_read_chunk_is_told_apart_from_an_analysis_error(higgs_toy_dir, monkeypatch):
+    """RNTuple and Parquet chunks are read lazily: the declared branches are read first, in a guard."""
+    import awkward as ak
+
+    import hepsieve.processors.processor as processor_module
+
+    calls, materialize = [], ak.materialize
+
+    def damaged(array):
+        calls.append(1)
+        if len(calls) == 2:  # the second chunk read
+            raise OSError("decompression failed")
+        return materialize(array)
+
+    monkeypatch.setattr(processor_module.ak, "materialize", damaged)
+    kw = {"datasets": ["train"], "executor": "iterative", "chunksize": 5000, "progress": False}
+    pattern = r"HIGGS_train_00\d\.root entries 0-5000: cannot be read \(OSError"
+    with pytest.raises(ChunkReadError, match=pattern) as err:
+        run(RunConfig("higgs-uci", higgs_toy_dir, None, **kw))
+    damaged_file = str(err.value).split(" entries ")[0]
+    calls.clear()
+    result = run(RunConfig("higgs-uci", higgs_toy_dir, None, skip_bad_files=True, **kw))
+    assert result.record.accounting["train"]["lost"] == {damaged_file: 5000}
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_weights_are_an_error_naming_file_and_entries(cms_toy_dir, data_dir, tmp_path, bad):
     events = _events(cms_toy_dir)

@@ -3,6 +3,7 @@ exported exactly once, atomic and locked outputs, executor faults (issue 10 clas
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,62 @@ def test_checkpoint_of_a_replaced_parquet_file_is_not_reused(tmp_path, count_chu
     third = atlas("c")
     assert third.cutflow["llll"]["input"]["n"] != first.cutflow["llll"]["input"]["n"]
     assert third.record.reused_chunks == 1  # ggH125 only: its file is unchanged
+
+
+def _flat_parquet(path, seed):
+    """A flat-CSV-flavour ATLAS file of 200 events: the same size for every seed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    cols = {f"lep_{f}_{i}": rng.uniform(10, 50, 200) for f in ("pt", "eta", "phi", "E") for i in range(4)}
+    cols |= {
+        f"lep_charge_{i}": np.array([1, -1] * 100)[rng.permutation(200)]
+        if i < 0
+        else np.tile([1, -1, 1, -1][i], 200)
+        for i in range(4)
+    }
+    cols |= {f"lep_type_{i}": np.full(200, 13) for i in range(4)}
+    cols |= {"totalWeight": rng.uniform(0.1, 1, 200), "eventNumber": np.arange(200)}
+    pq.write_table(pa.table(cols), path, compression="none", use_dictionary=False, write_statistics=False)
+
+
+def test_checkpoint_of_a_parquet_file_rewritten_with_the_same_size_is_not_reused(tmp_path, count_chunks):
+    fs = tmp_path / "fs.json"
+    fs.write_text(
+        json.dumps(
+            {
+                "tree": "parquet",
+                "format": "parquet",
+                "inputs": "flat-csv",
+                "lumi_pb": 1.0,
+                "datasets": {"zz": {"files": ["zz.parquet"], "metadata": {"role": "background"}}},
+            }
+        )
+    )
+
+    def atlas(out):
+        return run(
+            RunConfig(
+                "atlas-hzz4l",
+                tmp_path,
+                tmp_path / out,
+                fileset=fs,
+                executor="iterative",
+                checkpoint=tmp_path / "ckpt",
+                progress=False,
+            )
+        )
+
+    _flat_parquet(tmp_path / "zz.parquet", 1)
+    size = (tmp_path / "zz.parquet").stat().st_size
+    first = atlas("a")
+    assert atlas("b").record.reused_chunks == 1
+    _flat_parquet(tmp_path / "zz.parquet", 2)
+    assert (tmp_path / "zz.parquet").stat().st_size == size  # only the content tells them apart
+    third = atlas("c")
+    assert third.record.reused_chunks == 0 and len(count_chunks) == 2
+    assert third.cutflow["zz"]["input"]["sumw"] != first.cutflow["zz"]["input"]["sumw"]
 
 
 def test_resumed_feature_export_into_a_new_out_holds_every_event_once(cms_toy_dir, tmp_path, monkeypatch):
@@ -373,3 +430,18 @@ def test_analysis_errors_in_workers_are_one_line_naming_the_chunk(cms_toy_dir, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "WorkItem" not in err
     assert "ZZTo4e.root entries 1000-2000: the analysis failed" in err
+
+
+def test_training_reads_the_manifest_not_whatever_lies_in_the_directory(cms_features_run, tmp_path, caplog):
+    from hepsieve.training.data import load_features
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(cms_features_run, run_dir)
+    before = load_features(run_dir / "features", ("f_mass4l",))
+    stray = next((run_dir / "features").rglob("*.parquet"))
+    shutil.copy(stray, stray.with_name("copy_of_a_chunk.parquet"))  # e.g. left by hand
+    after = load_features(run_dir / "features", ("f_mass4l",))
+    assert len(after) == len(before) and "not in the run's manifest: ignored" in caplog.text
+    stray.unlink()
+    with pytest.raises(Exception, match=r"the manifest of .* lists .* events, the file is missing"):
+        load_features(run_dir, ("f_mass4l",))
