@@ -67,6 +67,29 @@ def check_spec(spec: object, where: str | Path) -> None:
             raise ConfigurationError(f"fileset {where}: dataset {name!r} lists no files")
         if not isinstance(entry.get("metadata", {}), dict):
             raise ConfigurationError(f"fileset {where}: dataset {name!r}: 'metadata' must be an object")
+    _check_processes(spec, where)
+
+
+ROLES = ("signal", "background", "data")
+
+
+def _check_processes(spec: dict, where: str | Path) -> None:
+    """Check the optional ``processes`` map: roles, and that every dataset names one of them."""
+    processes = spec.get("processes")
+    if processes is None:
+        return
+    if not isinstance(processes, dict):
+        raise ConfigurationError(f"fileset {where}: 'processes' must map names to {{label, role, color}}")
+    for name, proc in processes.items():
+        if not isinstance(proc, dict) or proc.get("role") not in ROLES:
+            raise ConfigurationError(f"fileset {where}: process {name!r}: 'role' must be one of {ROLES}")
+    for name, entry in spec["datasets"].items():
+        process = entry.get("metadata", {}).get("process")
+        if process not in processes:
+            raise ConfigurationError(
+                f"fileset {where}: dataset {name!r}: process {process!r} is not one "
+                f"of the fileset's processes {sorted(processes)}"
+            )
 
 
 def select_datasets(spec: dict, names: list[str] | None) -> list[str]:
@@ -270,6 +293,9 @@ def _resolve_dataset(
     if not files:
         return
     meta.setdefault("lumi_pb", spec.get("lumi_pb"))
+    meta.setdefault("lumi_uncertainty", spec.get("lumi_uncertainty"))
+    if "processes" in spec:
+        meta.setdefault("role", spec["processes"][meta["process"]]["role"])
     out.fileset[name] = {"files": files, "metadata": meta}
     if ttrees:
         # coffea reads these in one pass per chunk instead of one lazy read per column

@@ -9,6 +9,7 @@ An :class:`Analysis` is a frozen value grouped into small records (DESIGN.md sec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,11 +87,75 @@ class Step:
     inputs: tuple[str, ...] | None = None
 
 
+NOMINAL = "nominal"
+
+
+def nominal(h: hist.Hist) -> hist.Hist:
+    """Return the nominal variation of a run histogram (histograms without the axis as they are)."""
+    return h[{"variation": NOMINAL}] if "variation" in h.axes.name else h
+
+
+@dataclass(frozen=True)
+class WeightVariation:
+    """A named weight variation: factors applied to the nominal weight of simulated events.
+
+    ``up(events, objects, meta)`` and ``down(...)`` return a factor per selected event (or
+    one number); the histograms get the variations ``<name>Up`` and ``<name>Down``.
+    """
+
+    name: str
+    up: Callable[[Record, Record, Mapping], np.ndarray | float]
+    down: Callable[[Record, Record, Mapping], np.ndarray | float]
+    description: str = ""
+    requires: tuple[str, ...] = ()  # dataset metadata keys it reads (checked before any chunk)
+
+
+def relative_variation(name: str, fraction: float | str, description: str = "") -> WeightVariation:
+    """Return a flat variation ``1 ± fraction``; a str names a dataset metadata key holding it.
+
+    E.g. ``relative_variation("lumi", "lumi_uncertainty")`` reads the luminosity uncertainty of
+    the fileset (a normalisation systematic: a ``normsys`` in a fit).
+    """
+
+    def factor(sign: int) -> Callable[[Record, Record, Mapping], float]:
+        def f(events: Record, objects: Record, meta: Mapping) -> float:
+            value = meta.get(fraction) if isinstance(fraction, str) else fraction
+            if value is None:
+                raise ConfigurationError(
+                    f"weight variation {name!r}: the fileset's metadata has no {fraction!r}"
+                )
+            return 1.0 + sign * float(value)
+
+        return f
+
+    return WeightVariation(
+        name, factor(+1), factor(-1), description, requires=(fraction,) if isinstance(fraction, str) else ()
+    )
+
+
+@dataclass(frozen=True)
+class ShapeVariation:
+    """A named object variation (e.g. the lepton momentum scale) that re-runs the chunk.
+
+    ``vary(events, objects, meta, direction)`` (direction +1 for ``<name>Up``, -1 for
+    ``<name>Down``) returns the varied (events, objects); selection, observables, features,
+    scores and histograms are then made again from them. The cutflow stays nominal.
+    """
+
+    name: str
+    vary: Callable[[Record, Record, Mapping, int], tuple[Record, Record]]
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class Weights:
-    """The nominal per-event weight ``nominal(events, objects, meta)`` (data: usually 1)."""
+    """The nominal per-event weight and the named weight variations.
+
+    ``nominal(events, objects, meta)`` (data: usually 1); the variations apply to simulation only.
+    """
 
     nominal: Callable[[Record, Record, Mapping], np.ndarray]
+    variations: tuple[WeightVariation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,9 +307,16 @@ class Analysis:
     alt_inputs: tuple[Inputs, ...] = ()
     tools: Tools = field(default_factory=Tools)
     training: TrainingPolicy = field(default_factory=TrainingPolicy)
+    shape_variations: tuple[ShapeVariation, ...] = ()
 
     def __post_init__(self) -> None:
         _check_analysis(self)
+
+    @property
+    def variation_names(self) -> tuple[str, ...]:
+        """Return ``nominal`` and every ``<name>Up``/``<name>Down`` (weight, then shape ones)."""
+        names = [v.name for v in self.weights.variations] + [v.name for v in self.shape_variations]
+        return (NOMINAL, *(f"{n}{d}" for n in names for d in ("Up", "Down")))
 
     @property
     def default_features(self) -> str:
@@ -313,6 +385,14 @@ def _check_analysis(a: Analysis) -> None:
     flavours = [f.name for f in (a.inputs, *a.alt_inputs)]
     if len(set(flavours)) != len(flavours):
         _fail(a, "alt_inputs", f"input flavour names repeat: {flavours}")
+    variations = [v.name for v in a.weights.variations] + [v.name for v in a.shape_variations]
+    bad = [n for n in variations if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n) or n == NOMINAL]
+    if bad or len(set(variations)) != len(variations):
+        _fail(
+            a,
+            "weights.variations/shape_variations",
+            f"variation names must be unique identifiers (letters, digits, _), got {variations}",
+        )
     for step in a.selection:
         _check_names(a, f"selection step {step.name!r}.inputs", step.inputs or (), flavours, "input flavours")
     if len({s.label for s in a.selection}) != len(a.selection):

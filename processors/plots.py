@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from hepsieve.processors.analyses import get_analysis
-from hepsieve.processors.analysis import Analysis
+from hepsieve.processors.analysis import Analysis, nominal
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.metrics import roc_from_counts
 from hepsieve.processors.outputs import load_histograms
@@ -79,7 +79,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             roles: dict[str, str] = {}
             data = None
             for dataset in h.axes["dataset"]:
-                one = h[{"dataset": dataset, "category": category}]
+                one = nominal(h)[{"dataset": dataset, "category": category}]
                 role = meta.get(dataset, {}).get("role", "background")
                 if role == "data":
                     data = one if data is None else data + one
@@ -108,8 +108,8 @@ def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) ->
         fig, ax = plt.subplots(figsize=(9, 8))
         rocs = {
             name.removeprefix("score_"): roc_from_counts(
-                h[{"dataset": dataset, "category": "signal"}].values(flow=True),
-                h[{"dataset": dataset, "category": "background"}].values(flow=True),
+                nominal(h)[{"dataset": dataset, "category": "signal"}].values(flow=True),
+                nominal(h)[{"dataset": dataset, "category": "background"}].values(flow=True),
             )
             for name, h in hists.items()
             if name.startswith("score_")
