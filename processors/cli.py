@@ -81,9 +81,15 @@ def _parse_convert(sub) -> None:
     p.add_argument("csv", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
+        "--analysis",
+        help="cast each column to this analysis' declared type (any column order; extra columns "
+        "left out; a missing one is an error): " + ANALYSIS_HELP,
+    )
+    p.add_argument("--inputs", help="with --analysis: its input flavour (default: its first)")
+    p.add_argument(
         "--event-id",
-        default="eventNumber",
-        help="column to add with the row number if the CSV lacks it (default eventNumber)",
+        help="column to add with the row number if the CSV lacks it "
+        "(default: the analysis' event id, else eventNumber)",
     )
     p.add_argument(
         "--layout",
@@ -289,16 +295,23 @@ def cmd_generate(args) -> None:
 
 def cmd_convert(args) -> None:
     """Convert CSV files to Parquet (or the UCI HIGGS text to chunks)."""
-    from hepsieve.datasets.converters import csv_to_parquet, higgs_csv_to_chunks
+    from hepsieve.datasets.converters import csv_schema, csv_to_parquet, higgs_csv_to_chunks
 
     if args.layout == "uci-higgs":
         for src in args.csv:
             names = higgs_csv_to_chunks(src, args.out, args.format, args.chunk_rows)
             print(f"{src} -> {len(names)} chunks in {args.out}")
         return
+    schema = None
+    if args.analysis:
+        from hepsieve.processors.analyses import get_analysis
+
+        analysis = get_analysis(args.analysis)
+        flavour = analysis.input_flavour(args.inputs)
+        schema = csv_schema(flavour, f"analysis {analysis.name!r} (inputs {flavour.name!r})")
     for src in args.csv:
         name = src.name.removesuffix(".gz").removesuffix(".csv") + ".parquet"
-        rows = csv_to_parquet(src, args.out / name, event_id=args.event_id)
+        rows = csv_to_parquet(src, args.out / name, event_id=args.event_id or "eventNumber", schema=schema)
         print(f"{src} -> {args.out / name} ({rows} rows)")
 
 
