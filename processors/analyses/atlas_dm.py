@@ -187,7 +187,7 @@ def _columns(events: Record) -> Record:
 
 def _histograms() -> tuple:
     return (
-        histogram("ETmiss", 21, 80, 500, r"$E_T^{miss}$ [GeV]", lambda e: e.ETmiss),
+        histogram("ETmiss", 42, 80, 500, r"$E_T^{miss}$ [GeV]", lambda e: e.ETmiss),
         histogram("mll", 30, 60, 120, r"$m_{\ell\ell}$ [GeV]", lambda e: e.mll),
         histogram(
             "dphi_pTll_ETmiss",
