@@ -122,7 +122,12 @@ def test_schema_casts_any_column_order_and_leaves_extra_columns_out(tmp_path):
     assert csv_to_parquet(src, tmp_path / "s.parquet", schema=SCHEMA) == 2
     table = pq.read_table(tmp_path / "s.parquet")
     assert table.column_names == ["c", "b", "a", "ev"]
-    assert [str(table.schema.field(c).type) for c in table.column_names] == ["int64", "double", "int64", "int64"]
+    assert [str(table.schema.field(c).type) for c in table.column_names] == [
+        "int64",
+        "double",
+        "int64",
+        "int64",
+    ]
     assert table["c"].to_pylist() == [2, -1] and table["b"].to_pylist() == [1.5, 2.5]
 
 
@@ -154,7 +159,10 @@ def test_cli_convert_with_an_analysis_names_the_missing_column(tmp_path, capsys)
     src = _write(tmp_path / "ZZ.csv", ["0.1,0,50,30,91,100,1.2,0.1"], header=header)
     assert main(["convert", "--analysis", "atlas-dm", str(src), "--out", str(tmp_path / "pq")]) == 2
     err = capsys.readouterr().err
-    assert "ZZ.csv: lacks column(s) dphi_pTll_ETmiss, ETmiss_over_HT, N_bjets needed by analysis 'atlas-dm'" in err
+    assert (
+        "ZZ.csv: lacks column(s) dphi_pTll_ETmiss, ETmiss_over_HT, N_bjets needed by analysis 'atlas-dm'"
+        in err
+    )
     assert not (tmp_path / "pq" / "ZZ.parquet").exists()
 
 
@@ -164,7 +172,9 @@ def test_higgs_converter_truncated_gzip_leaves_no_chunks(tmp_path):
     data = gzip.compress(text)
     (tmp_path / "HIGGS.csv.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputFileError, match="truncated"):
-        higgs_csv_to_chunks(tmp_path / "HIGGS.csv.gz", tmp_path / "out", "parquet", chunk_rows=5000, rows=40_000)
+        higgs_csv_to_chunks(
+            tmp_path / "HIGGS.csv.gz", tmp_path / "out", "parquet", chunk_rows=5000, rows=40_000
+        )
     assert list((tmp_path / "out").iterdir()) == []
 
 
