@@ -185,8 +185,10 @@ def _row_problem(plan: _Plan, row: int, fields: list[str], numeric: list[tuple[i
     """Return what is wrong with one data row (field count, numbers, integers), or None."""
     width = len(plan.header)
     if len(fields) != width:
-        lost = plan.header[len(fields) :] if len(fields) < width else ("extra fields",)
-        return f"{_where(plan, row)}: {len(fields)} fields, the header has {width} ({', '.join(lost)})"
+        lost = plan.header[len(fields) :]
+        detail = f"missing column(s) {', '.join(lost)}" if lost else "more fields than the header"
+        where = _where(plan, row).replace(f"{plan.src}: ", f"{plan.src}: malformed CSV: ", 1)
+        return f"{where}: Expected {width} columns, got {len(fields)} ({detail})"
     for i, name, kind in numeric:
         value = fields[i]
         if not NUMBER.match(value):

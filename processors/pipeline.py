@@ -71,6 +71,14 @@ def toy_generator(analysis: Analysis) -> Callable[..., Path]:
     return cast(Callable[..., Path], load_object(analysis.tools.toy_generator))
 
 
+def _demo_inputs(analysis: Analysis, out: Path, events: int, data_dir: Path | None) -> Path:
+    """Return the demo's input directory: fresh toys, or the real files in ``data_dir``."""
+    if data_dir is not None:
+        return prepare_inputs(analysis, Path(data_dir), out / "data")
+    toy_generator(analysis)(out / "toys", events=events, seed=1)
+    return out / "toys"
+
+
 def demo(
     analysis_ref: str | Analysis,
     out: Path,
@@ -82,8 +90,7 @@ def demo(
 ) -> DemoResult:
     """Generate toys (or read ``data_dir``), export features, train, evaluate, run with ONNX, plot.
 
-    The model kinds and their hyperparameters are the analysis' training policy
-    (``TrainingPolicy.demo_models``, ``hyper``; by default an MLP and a RandomForest).
+    The model kinds and hyperparameters: the analysis' ``TrainingPolicy`` (default MLP and RF).
     """
     from hepsieve.processors.plots import plot_run
     from hepsieve.training.evaluate import evaluate, working_points
@@ -96,39 +103,23 @@ def demo(
     def step(i: int, text: str) -> None:
         print(f"[{i}/{steps}] {text}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    if data_dir is None:
-        step(1, f"generating {events} toy events per dataset")
-        inputs = out / "toys"
-        toy_generator(analysis)(inputs, events=events, seed=1)
-    else:
-        step(1, f"reading the input files in {data_dir}")
-        inputs = prepare_inputs(analysis, Path(data_dir), out / "data")
-    common: dict[str, Any] = {
-        "analysis": analysis_ref,
-        "data_dir": inputs,
-        "executor": executor,
-        "workers": workers,
-        "chunksize": 100_000,
-        "progress": progress,
-    }
+    step(1, f"generating {events} toy events per dataset" if data_dir is None else f"reading {data_dir}")
+    inputs = _demo_inputs(analysis, out, events, data_dir)
+    common: dict[str, Any] = {"analysis": analysis_ref, "data_dir": inputs, "executor": executor}
+    common |= {"workers": workers, "chunksize": 100_000, "progress": progress}
     step(2, "exporting features")
     features_run = run(RunConfig(out_dir=out / "features", mode="features", **common))
     features = out / "features" / "features"
-    kinds = analysis.training.demo_models
-    step(3, f"training {', '.join(kinds)} (2 folds each)")
-    for kind in kinds:
+    step(3, f"training {', '.join(analysis.training.demo_models)} (2 folds each)")
+    for kind in analysis.training.demo_models:
         hyper = dict(analysis.training.hyper.get(kind, {}))
         train(analysis_ref, features, kind, out / "models", progress=progress, hyper=hyper)
     step(4, "evaluating (held-out events only)")
     is_toy = features_run.record.is_toy
     summary = evaluate(analysis_ref, features, out / "models", out / "evaluation", is_toy=is_toy)
     step(5, "running the processor with ONNX inference")
-    working_point = analysis.scoring.working_point
-    cuts = (
-        working_points(out / "evaluation" / "metrics.json", working_point)
-        if working_point in ("ams", "significance")
-        else None
-    )
+    kind = analysis.scoring.working_point
+    cuts = None if kind == "fixed" else working_points(out / "evaluation" / "metrics.json", kind)
     result = run(RunConfig(out_dir=out / "histograms", models_dir=out / "models", score_cut=cuts, **common))
     step(6, "plotting")
     plot_run(out / "histograms")

@@ -76,7 +76,10 @@ def test_ragged_row_names_file_row_and_missing_column(tmp_path):
     rows = _rows()
     rows[41_234] = "41234,3.5"
     message = _convert_fails(_write(tmp_path / "ragged.csv", rows), tmp_path / "ragged.parquet")
-    assert "ragged.csv: row 41235 (line 41236): 2 fields, the header has 3 (c)" in message
+    assert (
+        "ragged.csv: malformed CSV: row 41235 (line 41236): Expected 3 columns, got 2 (missing column(s) c)"
+        in message
+    )
 
 
 def test_late_non_numeric_value_names_file_row_and_column(tmp_path):
