@@ -188,3 +188,22 @@ def test_higgs_converter_bad_value_names_row_and_column(tmp_path):
     with pytest.raises(InputFileError, match=r"row 31 \(line 31\), column 'm_wwbb': 'x' is not a number"):
         higgs_csv_to_chunks(tmp_path / "HIGGS.csv", tmp_path / "out", "parquet", chunk_rows=10)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_output_appears_only_when_complete(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq_module
+
+    dst = tmp_path / "x.parquet"
+    csv_to_parquet(_write(tmp_path / "old.csv", _rows(10)), dst)
+    old = dst.read_bytes()
+    seen = []
+    write_table = pq_module.ParquetWriter.write_table
+
+    def spy(self, table, *args, **kwargs):
+        seen.append(dst.read_bytes() == old)  # while writing, dst is still the earlier, complete file
+        return write_table(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq_module.ParquetWriter, "write_table", spy)
+    assert csv_to_parquet(_write(tmp_path / "new.csv", _rows()), dst, block_size=BLOCK) == N_ROWS
+    assert len(seen) > 1 and all(seen)
+    assert pq.read_metadata(dst).num_rows == N_ROWS
