@@ -322,6 +322,7 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"analysis": analysis.name, "threshold": threshold, "models": {}}
+    summary["working_point"] = analysis.scoring.working_point
     regions = reference_regions(analysis, features_dir)
     if regions:
         summary["reference_regions"] = regions
@@ -374,15 +375,17 @@ def read_metrics(path: str | Path) -> dict:
     return data
 
 
-def working_points(path: str | Path, kind: str = "ams") -> dict[str, float]:
+def working_points(path: str | Path, kind: str | None = None) -> dict[str, float]:
     """Return {model: working point} from an evaluation's metrics.json.
 
     ``kind``: ``ams`` (the AMS scan's maximum) or ``significance`` (the Asimov significance
-    scan's best threshold).
+    scan's best threshold); None: ``significance`` for an analysis whose working point it is
+    (recorded in the file), else ``ams``.
     """
     try:
-        models = read_metrics(path)["models"].items()
-        if kind == "significance":
+        metrics = read_metrics(path)
+        models = metrics["models"].items()
+        if (kind or metrics.get("working_point")) == "significance":
             return {name: float(m["best_threshold"]) for name, m in models}
         return {name: float(m["ams"]["working_point"]) for name, m in models}
     except (KeyError, TypeError) as err:

@@ -27,6 +27,7 @@ from hepsieve.training.evaluate import (
     evaluate,
     region_significance,
     significance_scan,
+    working_points,
 )
 
 ANALYSIS = get_analysis("atlas-dm")
@@ -223,6 +224,9 @@ def test_evaluation_scores_every_event_with_the_model_that_did_not_see_it(
         assert (tmp_path / f"significance_{name}.png").stat().st_size > 20_000
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["cut_based_significance"] == summary["cut_based_significance"] > 0
+    # `hepsieve run --working-points` applies atlas-dm's significance working points
+    best = {name: m["best_threshold"] for name, m in metrics["models"].items()}
+    assert working_points(tmp_path / "metrics.json") == best
 
 
 def test_run_histograms_hold_held_out_scores_only(dm_toy_dir, dm_models, dm_features_run, tmp_path):
