@@ -164,7 +164,7 @@ def significance_scan(
     unweighted background events (None where there is none).
     """
     sig, w = np.asarray(is_signal, bool), np.asarray(weight, float)
-    thresholds = np.asarray(thresholds, float)
+    thresholds = np.round(np.asarray(thresholds, float), 12)  # 0.82, not 0.8200000000000001
     cy = CumulativeYields.from_scores(score, sig, w, thresholds)
     var = CumulativeYields.from_scores(score, sig, np.square(w), thresholds)
     raw = CumulativeYields.from_scores(score, sig, np.ones_like(w), thresholds)

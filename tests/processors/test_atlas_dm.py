@@ -352,3 +352,24 @@ def test_demo_on_fresh_toys_within_five_minutes(tmp_path, capsys):
         assert m["max_significance"] - 3 * m["max_significance_unc"] > cut_based, name
         assert (tmp_path / "evaluation" / f"significance_{name}.png").is_file()
     assert (tmp_path / "histograms" / "plots" / "ETmiss_cut-based.png").is_file()
+
+
+def test_shipped_models_load_and_separate_unseen_toy_events(dm_toy_dir):
+    from hepsieve.models import default_models_dir
+    from hepsieve.models.scorer import load_scorers
+    from hepsieve.training.evaluate import weighted_auc
+
+    scorers = {s.name: s for s in load_scorers(default_models_dir(ANALYSIS), ANALYSIS)}
+    assert set(scorers) == {"hgb", "mlp", "rf"} and all(s.k == 2 for s in scorers.values())
+    frames = []
+    for name in REAL_NAMES:
+        frame = pq.read_table(dm_toy_dir / f"{name}.parquet").to_pandas()
+        frames.append(frame.assign(label=int(name == "DM_300")))
+    frame = pd.concat(frames)
+    frame = frame[frame["sum_lep_charge"] == 0]
+    x = frame[list(SEED)].to_numpy(np.float32)
+    for name, scorer in scorers.items():  # another seed than the models' toy: every event unseen
+        score = scorer.score(x, frame["eventNumber"].to_numpy())
+        assert (
+            weighted_auc(frame["label"].to_numpy(), score, np.abs(frame["totalWeight"].to_numpy())) > 0.9
+        ), name
