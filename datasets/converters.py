@@ -101,16 +101,23 @@ def _read_header(src: Path) -> tuple[str, ...]:
             header = tuple(name.strip() for name in next(csv.reader(fin), []))
     except (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error) as err:
         raise InputFileError(f"{src}: cannot be read as CSV ({type(err).__name__}: {err})") from None
-    if not header or any(not name for name in header):
-        raise InputFileError(f"{src}: no header row (or an empty column name): {list(header)}")
-    repeated = sorted({n for n in header if header.count(n) > 1})
+    if not header:
+        raise InputFileError(f"{src}: no header row")
+    return header
+
+
+def _check_names(src: Path, header: tuple[str, ...], kept: tuple[str, ...]) -> None:
+    """Raise InputFileError for an empty or repeated name among the columns written."""
+    if any(not name for name in kept):
+        raise InputFileError(f"{src}: the header has an empty column name: {list(header)}")
+    repeated = sorted({n for n in kept if header.count(n) > 1})
     if repeated:
         raise InputFileError(f"{src}: column name(s) {repeated} appear more than once in the header")
-    return header
 
 
 def _plan(src: Path, header: tuple[str, ...], schema: CsvSchema | None, event_id: str | None) -> _Plan:
     if schema is None:
+        _check_names(src, header, header)
         add = event_id if event_id and event_id not in header else None
         return _Plan(src, header, header, {}, add)
     missing = [c for c in schema.required if c not in header]
@@ -120,7 +127,8 @@ def _plan(src: Path, header: tuple[str, ...], schema: CsvSchema | None, event_id
             f"(the header has {', '.join(header)})"
         )
     keep = tuple(c for c in header if c in schema.kinds)
-    extra = [c for c in header if c not in schema.kinds]
+    _check_names(src, header, keep)  # an extra column (e.g. an unnamed index) may be anything
+    extra = [c or "(unnamed)" for c in header if c not in schema.kinds]
     if extra:
         log.info(
             "%s: extra column(s) %s left out (%s does not read them)", src, ", ".join(extra), schema.where
