@@ -24,6 +24,8 @@ from hepsieve.processors.errors import ConfigurationError
 SCHEMAS = ("base", "nanoaod")
 #: branch type specs: a kind, optionally jagged ("var * float")
 BRANCH_KINDS = ("float", "int", "bool")
+#: how the demo chooses each model's score cut (see :class:`Scoring`)
+WORKING_POINTS = ("fixed", "ams", "significance")
 #: per-event record handed between the stages (an awkward array, or the events themselves)
 Record = Any
 
@@ -235,7 +237,12 @@ class Scoring:
     the score cut, the default cut and the score binning (fine enough for ROC curves).
 
     ``working_point``: ``fixed`` uses ``score_cut``; ``ams``: the demo applies the AMS
-    working point that ``hepsieve evaluate`` finds.
+    working point that ``hepsieve evaluate`` finds; ``significance``: the threshold that
+    maximises the Asimov significance in its significance scan.
+
+    ``reference_categories``: cut-and-count categories (e.g. a published cut-based
+    selection) whose significance ``hepsieve evaluate`` reports beside the classifiers';
+    their ``categories.assign`` must be computable from the exported feature columns.
     """
 
     categories: tuple[str, ...]
@@ -243,6 +250,7 @@ class Scoring:
     score_cut: float
     score_bins: int = 50
     working_point: str = "fixed"
+    reference_categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,10 +281,17 @@ class Tools:
 
 @dataclass(frozen=True)
 class TrainingPolicy:
-    """Training defaults: events used at most, datasets never trained on (a test split)."""
+    """Training defaults: events used at most, datasets never trained on (a test split).
+
+    ``demo_models``: the model kinds ``hepsieve demo`` trains; ``hyper``: default
+    hyperparameters per model kind (``{"hgb": {"max_leaf_nodes": 15}}``), which options
+    given to ``hepsieve train`` override.
+    """
 
     max_events: int | None = None
     holdout_datasets: tuple[str, ...] = ()
+    demo_models: tuple[str, ...] = ("mlp", "rf")
+    hyper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _same_events(events: Record, objects: Record) -> Record:
@@ -414,7 +429,8 @@ def _check_analysis(a: Analysis) -> None:
             _fail(a, f"histograms[{hspec.name!r}].axes", "1-D or 2-D histograms only")
         _check_names(a, f"histograms[{hspec.name!r}].categories", hspec.categories or (), cats, "categories")
     _check_names(a, "scoring.cut_histogram", (a.scoring.cut_histogram,), names, "histograms")
-    if a.scoring.working_point not in ("fixed", "ams"):
-        _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not 'fixed' or 'ams'")
+    _check_names(a, "scoring.reference_categories", a.scoring.reference_categories, cats, "categories")
+    if a.scoring.working_point not in WORKING_POINTS:
+        _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not one of {WORKING_POINTS}")
     if a.scoring.score_bins < 2:
         _fail(a, "scoring.score_bins", "must be at least 2")
