@@ -31,7 +31,7 @@ def _write(path: Path, lines: list[str], header: str = HEADER) -> Path:
 
 
 def _outputs(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if not p.name.endswith((".csv", ".gz")))
+    return sorted(p.name for p in directory.iterdir() if p.is_file() and not p.name.endswith((".csv", ".gz")))
 
 
 def _convert_fails(src: Path, dst: Path, **kw) -> str:
@@ -147,9 +147,10 @@ def test_header_problems(tmp_path):
     _convert_fails(_write(tmp_path / "dup.csv", ["1,2,3"], header="a,b,a"), tmp_path / "dup.parquet")
     _convert_fails(_write(tmp_path / "anon.csv", ["1,2,3"], header=",b,c"), tmp_path / "anon.parquet")
     # with a schema, an unnamed extra column (a written pandas index) is left out like any other
-    src = _write(tmp_path / "index.csv", ["0,1,2.5,3", "1,4,5.5,6"], header=",a,b,c")
-    assert csv_to_parquet(src, tmp_path / "index.parquet", schema=SCHEMA) == 2
-    assert pq.read_table(tmp_path / "index.parquet").column_names == ["a", "b", "c", "ev"]
+    (tmp_path / "ok").mkdir()
+    src = _write(tmp_path / "ok" / "index.csv", ["0,1,2.5,3", "1,4,5.5,6"], header=",a,b,c")
+    assert csv_to_parquet(src, tmp_path / "ok" / "index.parquet", schema=SCHEMA) == 2
+    assert pq.read_table(tmp_path / "ok" / "index.parquet").column_names == ["a", "b", "c", "ev"]
     (tmp_path / "none.csv").write_text("a,b,c\n")
     assert "no data rows" in _convert_fails(tmp_path / "none.csv", tmp_path / "none.parquet")
     assert "file not found" in _convert_fails(tmp_path / "absent.csv", tmp_path / "absent.parquet")

@@ -79,9 +79,11 @@ def test_each_cut_of_the_cut_based_region(column, inside, outside):
     steps = out["cutflow"]["hand"]
     assert steps["category cut-based"]["n"] == 1 and steps["category cut-based"]["sumw"] == 1.0
     assert steps["category ml"]["n"] == 2  # the ml region keeps both
-    h = out["histograms"]["ETmiss"][{"dataset": "hand", "category": "cut-based"}]
+    h = out["histograms"]["ETmiss"][{"dataset": "hand", "category": "cut-based", "variation": "nominal"}]
     assert h.sum(flow=True).value == 1.0
-    cuts = out["histograms"]["cut_based_cuts"][{"dataset": "hand", "category": "ml"}].values(flow=True)
+    cuts = out["histograms"]["cut_based_cuts"][
+        {"dataset": "hand", "category": "ml", "variation": "nominal"}
+    ].values(flow=True)
     assert cuts[-2] == 1.0  # all nine cuts passed: the inside row only
 
 
@@ -94,7 +96,7 @@ def test_same_sign_pairs_are_removed_and_counted():
     assert os_step["n"] == 2 and os_step["sumw"] == 1.0 + 4.0  # rows 0 and 3; 3 same-sign removed
     assert steps["category ml"]["n"] == 2 and steps["category cut-based"]["n"] == 2
     for category in ("ml", "cut-based"):
-        h = out["histograms"]["mll"][{"dataset": "hand", "category": category}]
+        h = out["histograms"]["mll"][{"dataset": "hand", "category": category, "variation": "nominal"}]
         assert h.sum(flow=True).value == 5.0
 
 
@@ -243,7 +245,9 @@ def test_run_histograms_hold_held_out_scores_only(dm_toy_dir, dm_models, dm_feat
         x, event = table[list(SEED)].to_numpy(np.float32), table["eventNumber"].to_numpy()
         for name in ("hgb", "mlp", "rf"):
             held_out = _bare_held_out(dm_models, name, x, event)
-            h = result.histograms[f"score_{name}"][{"dataset": dataset, "category": "ml"}]
+            h = result.histograms[f"score_{name}"][
+                {"dataset": dataset, "category": "ml", "variation": "nominal"}
+            ]
             expected = hist.Hist(h.axes[0], storage=hist.storage.Weight()).fill(
                 held_out, weight=table["totalWeight"]
             )
@@ -263,7 +267,7 @@ def test_cut_based_significance_equals_the_region_of_the_run(dm_features_run, dm
     # the cuts-passed histogram's last bin is the region, per dataset
     h = dm_features_run[0].histograms["cut_based_cuts"]
     for dataset, steps in cutflow.items():
-        values = h[{"dataset": dataset, "category": "ml"}].values()
+        values = h[{"dataset": dataset, "category": "ml", "variation": "nominal"}].values()
         assert values[-1] == pytest.approx(steps["category cut-based"]["sumw"], rel=1e-9, abs=1e-12)
 
 
