@@ -33,8 +33,11 @@ from hepsieve.processors.analysis import (
 )
 from hepsieve.processors.cutflow import Cutflow
 from hepsieve.processors.errors import (
+    ChunkError,
+    ChunkReadError,
     ConfigurationError,
     CutflowMismatchError,
+    DataValueError,
     HepsieveError,
     HepsieveWarning,
     InputFileError,
@@ -60,9 +63,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Analysis",
     "Categories",
+    "ChunkError",
+    "ChunkReadError",
     "ConfigurationError",
     "Cutflow",
     "CutflowMismatchError",
+    "DataValueError",
     "FeatureSpec",
     "HepsieveError",
     "HepsieveWarning",

@@ -56,7 +56,7 @@ from hepsieve.processors.analyses.hzz4l_cms import BRANCHES, TREE, UNDEFINED
 log = logging.getLogger(__name__)
 
 LEPTON_EFFICIENCY = {"mu": 0.95, "e": 0.85}
-PRODUCTION = {"VBF H": "vbf", "ggH": "ggh", "ZZ": "zz", "ttH": "tth"}
+PRODUCTION = {"vbf_h": "vbf", "ggh": "ggh", "zz": "zz", "tth": "tth"}  # fileset process -> physics
 # probability that a lepton radiates a photon that the FSR recovery misses (the m4l tail)
 FSR_PROBABILITY = {"mu": 0.06, "e": 0.08}
 # charge mis-identification per lepton, barrel / endcap (|eta| > 1.2 mu, > 1.479 e)

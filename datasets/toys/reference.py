@@ -231,19 +231,19 @@ def measure_cms(toy_dir: str | Path) -> dict[str, float]:
     """
     toy_dir, spec = Path(toy_dir), load_fileset_spec("cms-hzz4l")
     rows: dict[str, list] = {"vbf": [], "bkg": []}
-    two_jet_w = {"ggH": 0.0, "ZZ": 0.0}
+    two_jet_w = {"ggh": 0.0, "zz": 0.0}
     vbf_m4l = []
     physics = [b for b in CMS_BRANCHES if b not in ("f_run", "f_event", "f_weight")]
     for name, entry in spec["datasets"].items():
         process = entry["metadata"]["process"]
-        if process not in ("VBF H", "ggH", "ZZ"):
+        if process not in ("vbf_h", "ggh", "zz"):
             continue
         events = _cms_read(toy_dir, spec, name)
         sel = cms_selected(events)
         any_undefined = np.logical_or.reduce([events[b] == UNDEFINED for b in physics])[sel]
         two_jets = (events["f_jet2_pt"] != UNDEFINED)[sel]
-        rows["vbf" if process == "VBF H" else "bkg"].append((any_undefined, two_jets))
-        if process == "VBF H":
+        rows["vbf" if process == "vbf_h" else "bkg"].append((any_undefined, two_jets))
+        if process == "vbf_h":
             vbf_m4l.append(events["f_mass4l"][sel])
         else:
             two_jet_w[process] += float(events["f_weight"][sel][two_jets].astype(np.float64).sum())
@@ -251,7 +251,7 @@ def measure_cms(toy_dir: str | Path) -> dict[str, float]:
     for tag in ("vbf", "bkg"):
         out[f"{tag}_rows_with_minus999"] = float(np.mean(np.concatenate([r[0] for r in rows[tag]])))
         out[f"{tag}_two_jet_share"] = float(np.mean(np.concatenate([r[1] for r in rows[tag]])))
-    out["ggh_share_of_two_jet_bkg"] = two_jet_w["ggH"] / (two_jet_w["ggH"] + two_jet_w["ZZ"])
+    out["ggh_share_of_two_jet_bkg"] = two_jet_w["ggh"] / (two_jet_w["ggh"] + two_jet_w["zz"])
     out["vbf_m4l_below_117"] = float(np.mean(np.concatenate(vbf_m4l) < 117))
     return out
 
