@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from coffea import processor
-from coffea.nanoevents import BaseSchema
+from coffea.nanoevents import BaseSchema, NanoAODSchema
 from coffea.processor.executor import FileMeta
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
@@ -38,7 +38,8 @@ from hepsieve.processors.processor import MODES, AnalysisProcessor
 from hepsieve.processors.provenance import RunRecord
 
 log = logging.getLogger(__name__)
-SCHEMA_CLASSES = {"base": BaseSchema}
+#: Inputs.schema -> coffea schema (NanoAODSchema: Muon/Electron/Jet behaviours, issue 12)
+SCHEMA_CLASSES = {"base": BaseSchema, "nanoaod": NanoAODSchema}
 
 
 def _default_workers() -> int:
