@@ -1,0 +1,533 @@
+"""CMS H->ZZ->4l on NanoAOD (tree ``Events``): the baseline selection, the features of cms-hzz4l.
+
+Objects (SCHEMAS.md section 6; Run 2 isolation): identified, isolated muons (``looseId``,
+pT > 5 GeV, |eta| < 2.4) and electrons (``cutBased`` >= loose, pT > 7 GeV, |eta| < 2.5), both
+with |dxy| < 0.5 cm, |dz| < 1 cm, |SIP3D| < 4 and relative PF isolation < 0.35
+(``pfRelIso04_all`` for muons, ``pfRelIso03_all`` for electrons).
+
+ZZ candidates: every four of those leptons (``ak.combinations``) in each of their three
+pairings into two same-flavour opposite-sign (SFOS) pairs, Z1 the pair closer to m_Z. Steps,
+each passed by an event with at least one candidate passing it and every step before it:
+ΔR > 0.02 between all four leptons, a ZZ candidate, m(ll) > 4 GeV for every opposite-sign pair
+of the four (any flavour), Z1 in 40-120 GeV, Z2 in 12-120 GeV, leading/sub-leading pT >
+20/10 GeV, m4l > 70 GeV and the "smart cut" (4e/4mu: the alternative pairing Za Zb must not
+have Za closer to m_Z than Z1 with m_Zb < 12 GeV). Of the candidates passing everything, the
+one with Z1 closest to m_Z is chosen (ties: the larger scalar pT sum of the Z2 leptons).
+Channels 4e, 2e2mu, 4mu from the chosen leptons' flavours.
+
+Jets: pT > 30 GeV, |eta| < 4.7, the tight ID bit of ``Jet_jetId`` where the file has it
+(NanoAOD v15 dropped it: jets are then taken without ID), ΔR > 0.4 from every identified,
+isolated lepton. Category ``vbf_<channel>``: >= 2 such jets; ``untagged_<channel>``: the rest.
+
+Features: the cms-hzz4l ones, same names, units and definitions (``f_massjj`` the mass of the
+two leading jets, ``f_deltajj`` their |Δη|, ``f_mass4l``, ``f_Z1mass``, ``f_Z2mass``; -999 where
+undefined), so the reduced-ntuple models apply unchanged (``scoring.models_from``).
+
+Weights: simulation ``genWeight x xsec_pb x br x lumi_pb / Σ genEventSumw`` (signed; ``br``
+defaults to 1; Σ over the ``Runs`` trees of all the dataset's files, summed in the preflight);
+data 1. Data: the golden-JSON lumi mask (metadata ``lumi_mask``, coffea ``LumiMask``) and the
+HLT paths of the fileset's ``triggers`` table (``{primary dataset: [paths]}``, in priority
+order): an event of primary dataset k counts only if it fires k's paths and none of an
+earlier one's, so an event in DoubleEG and DoubleMuon is counted once. Simulation needs any
+path of the table (or no table). The analysis reads the dataset metadata from
+``events.metadata``, which coffea's NanoEvents carry.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+import vector
+
+from hepsieve.processors.analyses.fourlepton import Z_MASS_GEV, zz_candidates
+from hepsieve.processors.analyses.hzz4l_cms import HIGH_LEVEL, JET_BRANCHES, LEPTON_BRANCHES, UNDEFINED
+from hepsieve.processors.analysis import (
+    Analysis,
+    Categories,
+    FeatureSpec,
+    FileSum,
+    Inputs,
+    Scoring,
+    Step,
+    Style,
+    Tools,
+    Weights,
+    branch_types,
+    histogram,
+)
+from hepsieve.processors.errors import ConfigurationError
+
+# --- schema (SCHEMAS.md section 6) and the metadata keys of the fileset ---
+TREE = "Events"
+RUNS_TREE = "Runs"
+SUMW_KEY = "genEventSumw"  # metadata key of Σ genEventSumw over a dataset's files
+LUMI_MASK_KEY = "lumi_mask"
+TRIGGERS_KEY = "triggers"
+PRIMARY_DATASET_KEY = "primary_dataset"
+MUON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "pfRelIso04_all", "sip3d", "dxy", "dz", "looseId")
+ELECTRON_FIELDS = ("pt", "eta", "phi", "mass", "charge", "pfRelIso03_all", "sip3d", "dxy", "dz", "cutBased")
+JET_FIELDS = ("pt", "eta", "phi", "mass")
+INT_FIELDS = ("charge", "cutBased")
+BOOL_FIELDS = ("looseId",)
+
+# --- lepton selection [GeV, cm] ---
+MUON_PT_MIN, MUON_ETA_MAX = 5.0, 2.4
+ELECTRON_PT_MIN, ELECTRON_ETA_MAX = 7.0, 2.5
+DXY_MAX_CM, DZ_MAX_CM = 0.5, 1.0
+SIP3D_MAX = 4.0
+RELISO_MAX = 0.35
+ELECTRON_ID_MIN = 2  # Electron_cutBased: 0 fail, 1 veto, 2 loose, 3 medium, 4 tight
+# --- ZZ candidates [GeV] ---
+GHOST_DR_MIN = 0.02
+MLL_MIN = 4.0
+Z1_WINDOW = (40.0, 120.0)
+Z2_WINDOW = (12.0, 120.0)
+LEADING_PT_MIN, SUBLEADING_PT_MIN = 20.0, 10.0
+M4L_MIN = 70.0
+SMART_CUT_ZB_MIN = 12.0
+# --- jets [GeV] ---
+JET_PT_MIN, JET_ETA_MAX = 30.0, 4.7
+JET_LEPTON_DR_MIN = 0.4
+JET_ID_TIGHT_BIT = 2  # bit 1 of Jet_jetId: tight
+VBF_MIN_JETS = 2
+CHANNELS = {44: "4e", 48: "2e2mu", 52: "4mu"}  # sum of the four leptons' |pdgId|
+CATEGORIES = tuple(f"{jets}_{ch}" for jets in ("vbf", "untagged") for ch in CHANNELS.values())
+VBF_CATEGORIES = tuple(c for c in CATEGORIES if c.startswith("vbf_"))
+
+#: candidate-level steps in order: (step name, cutflow label)
+CANDIDATE_STEPS = (
+    ("ghost", f"ΔR(l,l) > {GHOST_DR_MIN:g} (four leptons)"),
+    ("zz", "ZZ candidate: two SFOS pairs"),
+    ("mll", f"m(ll) > {MLL_MIN:g} GeV, all OS pairs"),
+    ("z1", f"Z1 in {Z1_WINDOW[0]:g}-{Z1_WINDOW[1]:g} GeV"),
+    ("z2", f"Z2 in {Z2_WINDOW[0]:g}-{Z2_WINDOW[1]:g} GeV"),
+    ("lepton_pt", f"lepton pT > {LEADING_PT_MIN:g}/{SUBLEADING_PT_MIN:g} GeV"),
+    ("m4l", f"m4l > {M4L_MIN:g} GeV"),
+    ("smart", f"smart cut (m_Zb > {SMART_CUT_ZB_MIN:g} GeV or Z1 closer)"),
+)
+
+
+def _collection_branches(name: str, fields: tuple[str, ...]) -> dict[str, str]:
+    kinds = {f: "int" if f in INT_FIELDS else "bool" if f in BOOL_FIELDS else "float" for f in fields}
+    return {f"n{name}": "int", **{f"{name}_{f}": f"var * {k}" for f, k in kinds.items()}}
+
+
+BRANCHES = {
+    **branch_types("int", "run", "luminosityBlock", "event"),
+    **_collection_branches("Muon", MUON_FIELDS),
+    **_collection_branches("Electron", ELECTRON_FIELDS),
+    **_collection_branches("Jet", JET_FIELDS),
+}
+
+
+def _flat(x: ak.Array) -> np.ndarray:
+    """Return the content of a jagged per-object column as a flat numpy array."""
+    return ak.to_numpy(ak.flatten(x, axis=1))
+
+
+def good_muons(muons: ak.Array) -> np.ndarray:
+    """Return the identified, isolated muons as a flat mask over all muons of the chunk."""
+    pt = _flat(muons.pt)
+    return (
+        _flat(muons.looseId)
+        & (pt > MUON_PT_MIN)
+        & (np.abs(_flat(muons.eta)) < MUON_ETA_MAX)
+        & (np.abs(_flat(muons.dxy)) < DXY_MAX_CM)
+        & (np.abs(_flat(muons.dz)) < DZ_MAX_CM)
+        & (np.abs(_flat(muons.sip3d)) < SIP3D_MAX)
+        & (_flat(muons.pfRelIso04_all) < RELISO_MAX)
+    )
+
+
+def good_electrons(electrons: ak.Array) -> np.ndarray:
+    """Return the identified, isolated electrons as a flat mask over all electrons of the chunk."""
+    pt = _flat(electrons.pt)
+    return (
+        (_flat(electrons.cutBased) >= ELECTRON_ID_MIN)
+        & (pt > ELECTRON_PT_MIN)
+        & (np.abs(_flat(electrons.eta)) < ELECTRON_ETA_MAX)
+        & (np.abs(_flat(electrons.dxy)) < DXY_MAX_CM)
+        & (np.abs(_flat(electrons.dz)) < DZ_MAX_CM)
+        & (np.abs(_flat(electrons.sip3d)) < SIP3D_MAX)
+        & (_flat(electrons.pfRelIso03_all) < RELISO_MAX)
+    )
+
+
+@dataclass(frozen=True)
+class LeptonTable:
+    """The chunk's identified, isolated leptons as flat columns (muons, then electrons, per event).
+
+    ``columns``: pt, eta, phi, mass [GeV], charge, pdg (11 or 13); ``counts``: per event.
+    """
+
+    columns: dict[str, np.ndarray]
+    counts: np.ndarray
+
+
+def lepton_table(muons: ak.Array, electrons: ak.Array) -> LeptonTable:
+    """Return the good muons and electrons of a chunk, merged per event, as a :class:`LeptonTable`."""
+    parts, owners = [], []
+    for coll, good, pdg in ((muons, good_muons(muons), 13), (electrons, good_electrons(electrons), 11)):
+        counts = ak.to_numpy(ak.num(coll.pt, axis=1))
+        owners.append(np.repeat(np.arange(len(counts)), counts)[good])
+        cols = {f: _flat(coll[f])[good] for f in ("pt", "eta", "phi", "mass")}
+        cols["charge"] = _flat(coll.charge)[good].astype(np.int8)
+        cols["pdg"] = np.full(np.count_nonzero(good), pdg, dtype=np.int8)
+        parts.append(cols)
+    owner = np.concatenate(owners)
+    order = np.argsort(owner, kind="stable")
+    columns = {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
+    return LeptonTable(columns, np.bincount(owner, minlength=len(muons)))
+
+
+@dataclass(frozen=True)
+class FourLeptons:
+    """The object record of a chunk: selection flags, the chosen ZZ candidate, the good leptons.
+
+    ``flags``: step name -> bool per event; ``best``: the chosen candidate's quantities per
+    event (NaN where there is none); ``leptons``: the identified, isolated leptons per event
+    (coffea ``PtEtaPhiMCandidate`` records), against which jets are cleaned.
+    """
+
+    flags: dict[str, np.ndarray]
+    best: dict[str, np.ndarray]
+    leptons: ak.Array
+
+    def __len__(self) -> int:
+        return len(self.leptons)
+
+    def __getitem__(self, mask: np.ndarray) -> FourLeptons:
+        """Return the record of the events where ``mask`` is True."""
+        return FourLeptons(
+            {k: v[mask] for k, v in self.flags.items()},
+            {k: v[mask] for k, v in self.best.items()},
+            self.leptons[mask],
+        )
+
+
+def _quadruplets(table: LeptonTable) -> tuple[np.ndarray, np.ndarray]:
+    """Return every 4-lepton combination per event as (n_quads, 4) flat indices, and its event."""
+    per_event = ak.unflatten(np.arange(len(table.columns["pt"])), table.counts)
+    quads = ak.combinations(per_event, 4)
+    n_quads = ak.to_numpy(ak.num(quads, axis=1))
+    index = np.stack([_flat(quads[str(k)]) for k in range(4)], axis=1).astype(np.int64)
+    return index.reshape(-1, 4), np.repeat(np.arange(len(n_quads)), n_quads)
+
+
+def _candidate_cuts(cands) -> dict[str, np.ndarray]:
+    """Return each candidate-level cut as an (n_quads, 3) mask (quadruplet cuts broadcast)."""
+
+    def quad(x):
+        return np.broadcast_to(x[:, None], cands.valid.shape)
+
+    return {
+        "ghost": quad(cands.min_delta_r > GHOST_DR_MIN),
+        "zz": cands.valid,
+        "mll": quad(cands.min_os_mass > MLL_MIN),
+        "z1": (cands.z1_mass > Z1_WINDOW[0]) & (cands.z1_mass < Z1_WINDOW[1]),
+        "z2": (cands.z2_mass > Z2_WINDOW[0]) & (cands.z2_mass < Z2_WINDOW[1]),
+        "lepton_pt": quad((cands.lead_pt > LEADING_PT_MIN) & (cands.sublead_pt > SUBLEADING_PT_MIN)),
+        "m4l": quad(cands.m4l > M4L_MIN),
+        "smart": cands.smart_ok,
+    }
+
+
+def _choose(cands, passing: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
+    """Return per event the flat index (quad x 3 + pairing) of its chosen candidate, -1 if none."""
+    flat = np.flatnonzero(passing.ravel())
+    dist = np.abs(cands.z1_mass.ravel()[flat] - Z_MASS_GEV)
+    events = owner[flat // 3]
+    order = np.lexsort((-cands.z2_sum_pt.ravel()[flat], dist, events))
+    first_events, first = np.unique(events[order], return_index=True)
+    chosen = np.full(n_events, -1, dtype=np.int64)
+    chosen[first_events] = flat[order[first]]
+    return chosen
+
+
+def _best_columns(table: LeptonTable, index: np.ndarray, cands, chosen: np.ndarray) -> dict:
+    """Return the chosen candidates' Z masses, m4l, channel and pT-ordered leptons (NaN: none)."""
+    has = chosen >= 0
+    c = chosen[has]
+    quad = index[c // 3]
+    n = len(chosen)
+
+    def per_event(values, fill=np.nan):
+        out = np.full((n, *values.shape[1:]), fill, dtype=np.float64)
+        out[has] = values
+        return out
+
+    pt = table.columns["pt"][quad]
+    order = np.argsort(-pt, axis=1, kind="stable")
+    rows = np.arange(len(quad))[:, None]
+    best = {
+        "z1_mass": per_event(cands.z1_mass.ravel()[c]),
+        "z2_mass": per_event(cands.z2_mass.ravel()[c]),
+        "m4l": per_event(cands.m4l[c // 3]),
+        "sum_pdg": per_event(table.columns["pdg"][quad].astype(np.int64).sum(axis=1), 0),
+    }
+    for name in ("pt", "eta", "phi"):
+        ordered = per_event(table.columns[name][quad][rows, order])
+        for i in range(4):
+            best[f"lep{i + 1}_{name}"] = ordered[:, i]
+    return best
+
+
+def four_lepton_selection(table: LeptonTable) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Return the per-event flags of the lepton steps and the chosen ZZ candidate's quantities."""
+    n = len(table.counts)
+    flags = {"four_leptons": table.counts >= 4}
+    index, owner = _quadruplets(table)
+    cols = {k: v[index] for k, v in table.columns.items()}
+    vecs = [
+        vector.array({f: cols[f][:, i].astype(np.float64) for f in ("pt", "eta", "phi", "mass")})
+        for i in range(4)
+    ]
+    cands = zz_candidates(vecs, cols["charge"], cols["pdg"], SMART_CUT_ZB_MIN)
+    cuts = _candidate_cuts(cands)
+    passing = np.ones(cands.valid.shape, dtype=bool)
+    for name, _ in CANDIDATE_STEPS:
+        passing = passing & cuts[name]
+        flags[name] = np.bincount(owner, weights=passing.any(axis=1), minlength=n) > 0
+    return flags, _best_columns(table, index, cands, _choose(cands, passing, owner, n))
+
+
+def _paths(names: Collection[str]) -> list[str]:
+    """Return HLT path names without the ``HLT_`` prefix (the NanoEvents ``HLT`` field names)."""
+    return [p.removeprefix("HLT_") for p in names]
+
+
+def _trigger_table(meta: Mapping) -> dict[str, list[str]]:
+    table = meta.get(TRIGGERS_KEY) or {}
+    if not isinstance(table, Mapping) or not all(
+        isinstance(p, list) and p and all(isinstance(x, str) for x in p) for p in table.values()
+    ):
+        raise ConfigurationError(
+            f"metadata {TRIGGERS_KEY!r} must map primary datasets to lists of HLT paths, got {table!r}"
+        )
+    return {pd: _paths(paths) for pd, paths in table.items()}
+
+
+def trigger_paths(meta: Mapping) -> dict[str, list[str]]:
+    """Return the primary datasets whose HLT paths a dataset's events are tested on, in order.
+
+    Data: its own primary dataset and every one before it in the table (to remove the
+    overlap); simulation: the whole table (empty: no trigger requirement).
+    """
+    table = _trigger_table(meta)
+    if not meta.get("is_data"):
+        return table
+    own = meta.get(PRIMARY_DATASET_KEY)
+    if own not in table:
+        raise ConfigurationError(
+            f"data needs metadata {PRIMARY_DATASET_KEY!r} naming one of the primary datasets of "
+            f"{TRIGGERS_KEY!r} {list(table)}, got {own!r}"
+        )
+    names = list(table)
+    return {pd: table[pd] for pd in names[: names.index(own) + 1]}
+
+
+def dataset_branches(meta: Mapping) -> dict[str, str]:
+    """Return the HLT branches a dataset's metadata asks for; ConfigurationError if data lacks any."""
+    if meta.get("is_data") and not meta.get(LUMI_MASK_KEY):
+        raise ConfigurationError(f"data needs metadata {LUMI_MASK_KEY!r}: the golden JSON of its runs")
+    if meta.get("is_data") and not meta.get(TRIGGERS_KEY):
+        raise ConfigurationError(f"data needs metadata {TRIGGERS_KEY!r}: {{primary dataset: [HLT paths]}}")
+    return {f"HLT_{p}": "bool" for paths in trigger_paths(meta).values() for p in paths}
+
+
+def trigger_mask(hlt: ak.Array, meta: Mapping) -> np.ndarray:
+    """Return the trigger decision per event, with the overlap between primary datasets removed."""
+    table = trigger_paths(meta)
+    if not table:
+        return np.ones(len(hlt), dtype=bool)
+    fired = {pd: np.logical_or.reduce([ak.to_numpy(hlt[p]) for p in paths]) for pd, paths in table.items()}
+    if not meta.get("is_data"):
+        return np.logical_or.reduce(list(fired.values()))
+    *earlier, own = fired
+    return fired[own] & ~np.logical_or.reduce([fired[pd] for pd in earlier] or [np.zeros(len(hlt), bool)])
+
+
+@functools.lru_cache(maxsize=8)
+def _lumi_mask(path: str):
+    from coffea.lumi_tools import LumiMask
+
+    return LumiMask(path)
+
+
+def golden_mask(events: ak.Array, meta: Mapping) -> np.ndarray:
+    """Return True for simulation and for data in the golden JSON's (run, lumi section) ranges."""
+    if not meta.get("is_data"):
+        return np.ones(len(events), dtype=bool)
+    runs, lumis = ak.to_numpy(events.run), ak.to_numpy(events.luminosityBlock)
+    return np.asarray(_lumi_mask(str(meta[LUMI_MASK_KEY]))(runs, lumis), dtype=bool)
+
+
+def candidates(leptons: LeptonTable) -> ak.Array:
+    """Return the good leptons per event as coffea ``PtEtaPhiMCandidate`` records."""
+    from coffea.nanoevents.methods import candidate
+
+    cols = {k: v for k, v in leptons.columns.items() if k != "pdg"}
+    return ak.unflatten(
+        ak.zip(cols, with_name="PtEtaPhiMCandidate", behavior=candidate.behavior), leptons.counts
+    )
+
+
+def objects(events: ak.Array) -> FourLeptons:
+    """Return the chunk's object record (once per chunk, on every event)."""
+    meta = events.metadata
+    table = lepton_table(events.Muon, events.Electron)
+    lepton_flags, best = four_lepton_selection(table)
+    hlt = events.HLT if "HLT" in events.fields else ak.Array(np.zeros(len(events)))
+    flags = {"trigger": trigger_mask(hlt, meta), "golden": golden_mask(events, meta), **lepton_flags}
+    return FourLeptons(flags, best, candidates(table))
+
+
+def weights(events: ak.Array, objects: FourLeptons, meta: Mapping) -> np.ndarray:
+    """Return ``genWeight x xsec_pb x br x lumi_pb / Σ genEventSumw`` for simulation, 1 for data."""
+    if meta.get("is_data"):
+        return np.ones(len(events))
+    missing = [k for k in (SUMW_KEY, "xsec_pb", "lumi_pb") if not meta.get(k)]
+    if missing:
+        raise ConfigurationError(
+            f"dataset {meta.get('dataset')}: metadata lacks {', '.join(missing)} (xsec_pb and lumi_pb "
+            f"come from the fileset, {SUMW_KEY} from the files' {RUNS_TREE} trees)"
+        )
+    scale = float(meta["xsec_pb"]) * float(meta.get("br", 1.0)) * float(meta["lumi_pb"]) / meta[SUMW_KEY]
+    return ak.to_numpy(events.genWeight).astype(np.float64) * scale
+
+
+def _flag(name: str):
+    def mask(events: ak.Array, objects: FourLeptons) -> np.ndarray:
+        return objects.flags[name]
+
+    return mask
+
+
+SELECTION = (
+    Step("trigger", "HLT (primary-dataset overlap removed)", _flag("trigger")),
+    Step("golden", "golden JSON (data)", _flag("golden")),
+    Step("four_leptons", "≥ 4 identified, isolated leptons", _flag("four_leptons")),
+    *(Step(name, label, _flag(name)) for name, label in CANDIDATE_STEPS),
+)
+
+
+def good_jets(jets: ak.Array, leptons: ak.Array) -> ak.Array:
+    """Return the jets in acceptance, with the tight ID where present, away from the leptons, by pT."""
+    ok = (jets.pt > JET_PT_MIN) & (np.abs(jets.eta) < JET_ETA_MAX)
+    if "jetId" in jets.fields:
+        ok = ok & ((jets.jetId & JET_ID_TIGHT_BIT) > 0)
+    ok = ok & ak.all(jets.metric_table(leptons) > JET_LEPTON_DR_MIN, axis=2)
+    jets = jets[ok]
+    return jets[ak.argsort(jets.pt, axis=1, ascending=False)]
+
+
+def _jet_columns(jets: ak.Array) -> dict[str, np.ndarray]:
+    """Return f_jet1/2 (pt, eta, phi), f_massjj, f_deltajj (-999 where undefined) and n_jets.
+
+    m_jj in float64 (`vector`): summed in float32, forward jets (E >> m_jj) lose 1e-4 of it.
+    """
+    n_jets = ak.to_numpy(ak.num(jets, axis=1))
+    two = ak.pad_none(jets, 2, axis=1, clip=True)
+    lead = [
+        {f: ak.to_numpy(ak.fill_none(two[:, i][f], 0.0)).astype(np.float64) for f in JET_FIELDS}
+        for i in range(2)
+    ]
+    has_two = n_jets >= VBF_MIN_JETS
+    out: dict[str, np.ndarray] = {"n_jets": n_jets}
+    for i in range(2):
+        for name in ("pt", "eta", "phi"):
+            out[f"f_jet{i + 1}_{name}"] = np.where(n_jets > i, lead[i][name], UNDEFINED)
+    dijet = vector.array(lead[0]) + vector.array(lead[1])
+    out["f_massjj"] = np.where(has_two, dijet.mass, UNDEFINED)
+    out["f_deltajj"] = np.where(has_two, np.abs(lead[0]["eta"] - lead[1]["eta"]), UNDEFINED)
+    return out
+
+
+def observables(events: ak.Array, selected: FourLeptons) -> ak.Array:
+    """Return the features and histogram values of selected events (the chosen ZZ candidate)."""
+    best = selected.best
+    cols = {
+        "f_mass4l": best["m4l"],
+        "f_Z1mass": best["z1_mass"],
+        "f_Z2mass": best["z2_mass"],
+        "sum_pdg": best["sum_pdg"].astype(np.int64),
+        **{f"f_lept{i}_{v}": best[f"lep{i}_{v}"] for i in range(1, 5) for v in ("pt", "eta", "phi")},
+        **_jet_columns(good_jets(events.Jet, selected.leptons)),
+    }
+    return ak.zip(cols)
+
+
+def categorize(observed: ak.Array) -> dict[str, np.ndarray]:
+    """Return ``vbf_<channel>`` (>= 2 jets) and ``untagged_<channel>`` masks of selected events."""
+    sum_pdg, vbf = ak.to_numpy(observed.sum_pdg), ak.to_numpy(observed.n_jets) >= VBF_MIN_JETS
+    out = {}
+    for code, channel in CHANNELS.items():
+        out[f"vbf_{channel}"] = (sum_pdg == code) & vbf
+        out[f"untagged_{channel}"] = (sum_pdg == code) & ~vbf
+    return out
+
+
+def describe_file(names: Collection[str]) -> str:
+    """Return which NanoAOD version a file's ``Events`` branch names look like, and why."""
+    has = set(names)
+    met = "PFMET_*" if "PFMET_pt" in has else "MET_*" if "MET_pt" in has else "no MET"
+    jet_id = "Jet_jetId" if "Jet_jetId" in has else "no Jet_jetId (jets taken without ID)"
+    if "PFMET_pt" in has and "Jet_jetId" not in has:
+        version = "NanoAOD >= v15"
+    elif "Electron_mvaIso" in has or "Electron_mvaIso_WP90" in has:
+        version = "NanoAOD v12-v14"
+    elif any(n.startswith("Electron_mvaFall17V2") for n in has):
+        version = "Run 2 NanoAOD (<= v9)"
+    else:
+        version = "NanoAOD of an unrecognised version"
+    return f"{version} ({met}, {jet_id})"
+
+
+def _columns(observed: ak.Array) -> ak.Array:
+    return observed
+
+
+INPUTS = Inputs(
+    name="nanoaod",
+    schema="nanoaod",
+    event_id="event",
+    branches=BRANCHES,
+    mc_branches=branch_types("float", "genWeight"),
+    optional={"Jet_jetId": "var * int"},
+    file_sums=(FileSum(SUMW_KEY, RUNS_TREE, ("genEventSumw", "genEventSumw_")),),
+    dataset_branches=dataset_branches,
+    metadata_files=(LUMI_MASK_KEY,),
+    describe=describe_file,
+)
+
+ANALYSIS = Analysis(
+    name="cms-hzz4l-nanoaod",
+    inputs=INPUTS,
+    objects=objects,
+    selection=SELECTION,
+    weights=Weights(weights),
+    observables=observables,
+    categories=Categories(CATEGORIES, categorize),
+    features={
+        "high-level": FeatureSpec(HIGH_LEVEL, _columns, units=("GeV", "", "GeV", "GeV", "GeV")),
+        "low-level": FeatureSpec(LEPTON_BRANCHES + JET_BRANCHES, _columns, units=("GeV", "", "rad") * 6),
+    },
+    histograms=(
+        histogram("m4l", 66, 70, 400, r"$m_{4\ell}$ [GeV]", lambda o: o.f_mass4l),
+        histogram("mjj", 40, 0, 2000, r"$m_{jj}$ [GeV]", lambda o: o.f_massjj, categories=VBF_CATEGORIES),
+        histogram(
+            "delta_eta_jj", 36, 0, 9, r"$|\Delta\eta_{jj}|$", lambda o: o.f_deltajj, categories=VBF_CATEGORIES
+        ),
+        histogram("z1_mass", 40, 40, 120, r"$m_{Z_1}$ [GeV]", lambda o: o.f_Z1mass),
+        histogram("z2_mass", 36, 12, 120, r"$m_{Z_2}$ [GeV]", lambda o: o.f_Z2mass),
+    ),
+    scoring=Scoring(
+        categories=VBF_CATEGORIES, cut_histogram="m4l", score_cut=0.6, models_from=("cms-hzz4l",)
+    ),
+    style=Style(experiment="CMS", title="CMS H→ZZ→4ℓ (NanoAOD)", energy_tev=13),
+    tools=Tools(toy_generator="hepsieve.datasets.toys.cms_hzz4l_nanoaod:generate"),
+)
