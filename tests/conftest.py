@@ -121,3 +121,15 @@ def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
     )
     train("higgs-uci", features / "features", "hgb", out, progress=False, hyper={"max_iter": 30})
     return out
+
+
+NANO_EVENTS = 1500
+
+
+@pytest.fixture(scope="session")
+def nano_toy_dir(tmp_path_factory) -> Path:
+    """NanoAOD toy (v9 layout), 1500 events per MC dataset, no pseudo-data (seeded)."""
+    from hepsieve.datasets.toys.cms_hzz4l_nanoaod import generate
+
+    mc = ["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L", "DYJetsToLL_M-50", "TTTo2L2Nu"]
+    return generate(tmp_path_factory.mktemp("nano_toys"), events=NANO_EVENTS, seed=21, datasets=mc)

@@ -471,7 +471,7 @@ def _write_mc(out: Path, name: str, meta: dict, options: dict, rng, progress: Pr
         }
         lo = 0
         while lo < n:
-            hi = min(n, bounds[k + 1] - written)
+            hi = min(n, lo + bounds[k + 1] - written)
             writer.extend(_take(columns, slice(lo, hi)))
             written += hi - lo
             if written == bounds[k + 1]:
@@ -588,8 +588,8 @@ def generate(
                 )
             ):
                 chunks.append(chunk)
+    (out / GOLDEN_JSON).write_text(json.dumps(golden_json()))  # the fileset names it for every dataset
     if data and chunks:
-        (out / GOLDEN_JSON).write_text(json.dumps(golden_json()))
         provenance["datasets"] |= _write_data(
             np.random.default_rng([seed, 1000]), out, spec, data, chunks, options
         )

@@ -168,20 +168,38 @@ class LeptonTable:
     counts: np.ndarray
 
 
+def _good_columns(coll: ak.Array, good: np.ndarray, pdg: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Return the flat columns of the good objects of one collection and each one's event."""
+    counts = ak.to_numpy(ak.num(coll.pt, axis=1))
+    cols = {f: _flat(coll[f])[good] for f in ("pt", "eta", "phi", "mass")}
+    cols["charge"] = _flat(coll.charge)[good].astype(np.int8)
+    cols["pdg"] = np.full(np.count_nonzero(good), pdg, dtype=np.int8)
+    return cols, np.repeat(np.arange(len(counts)), counts)[good]
+
+
 def lepton_table(muons: ak.Array, electrons: ak.Array) -> LeptonTable:
-    """Return the good muons and electrons of a chunk, merged per event, as a :class:`LeptonTable`."""
-    parts, owners = [], []
-    for coll, good, pdg in ((muons, good_muons(muons), 13), (electrons, good_electrons(electrons), 11)):
-        counts = ak.to_numpy(ak.num(coll.pt, axis=1))
-        owners.append(np.repeat(np.arange(len(counts)), counts)[good])
-        cols = {f: _flat(coll[f])[good] for f in ("pt", "eta", "phi", "mass")}
-        cols["charge"] = _flat(coll.charge)[good].astype(np.int8)
-        cols["pdg"] = np.full(np.count_nonzero(good), pdg, dtype=np.int8)
-        parts.append(cols)
-    owner = np.concatenate(owners)
-    order = np.argsort(owner, kind="stable")
-    columns = {k: np.concatenate([p[k] for p in parts])[order] for k in parts[0]}
-    return LeptonTable(columns, np.bincount(owner, minlength=len(muons)))
+    """Return the good muons and electrons of a chunk, merged per event, as a :class:`LeptonTable`.
+
+    Each event's muons come first, then its electrons; the merged position of every lepton is
+    computed from the per-event counts (no sort).
+    """
+    n = len(muons)
+    parts = [
+        _good_columns(muons, good_muons(muons), 13),
+        _good_columns(electrons, good_electrons(electrons), 11),
+    ]
+    n_good = [np.bincount(owner, minlength=n) for _, owner in parts]
+    counts = n_good[0] + n_good[1]
+    start = np.cumsum(counts) - counts
+    columns = {k: np.empty(int(counts.sum()), dtype=v.dtype) for k, v in parts[0][0].items()}
+    before = np.zeros(n, dtype=np.int64)  # leptons of the event placed by earlier collections
+    for (cols, owner), n_coll in zip(parts, n_good, strict=True):
+        rank = np.arange(len(owner)) - (np.cumsum(n_coll) - n_coll)[owner]
+        position = start[owner] + before[owner] + rank
+        for k, v in cols.items():
+            columns[k][position] = v
+        before = before + n_coll
+    return LeptonTable(columns, counts)
 
 
 @dataclass(frozen=True)
@@ -237,14 +255,21 @@ def _candidate_cuts(cands) -> dict[str, np.ndarray]:
 
 
 def _choose(cands, passing: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
-    """Return per event the flat index (quad x 3 + pairing) of its chosen candidate, -1 if none."""
+    """Return per event the flat index (quad x 3 + pairing) of its chosen candidate, -1 if none.
+
+    Z1 closest to m_Z, then the larger Z2 pT sum; events with one passing candidate (most)
+    skip the sort.
+    """
     flat = np.flatnonzero(passing.ravel())
-    dist = np.abs(cands.z1_mass.ravel()[flat] - Z_MASS_GEV)
     events = owner[flat // 3]
-    order = np.lexsort((-cands.z2_sum_pt.ravel()[flat], dist, events))
-    first_events, first = np.unique(events[order], return_index=True)
+    single = np.bincount(events, minlength=n_events)[events] == 1
     chosen = np.full(n_events, -1, dtype=np.int64)
-    chosen[first_events] = flat[order[first]]
+    chosen[events[single]] = flat[single]
+    flat, events = flat[~single], events[~single]
+    dist = np.abs(cands.z1_mass.ravel()[flat] - Z_MASS_GEV)
+    order = np.lexsort((-cands.z2_sum_pt.ravel()[flat], dist, events))
+    first = order[np.diff(events[order], prepend=-1) != 0]
+    chosen[events[first]] = flat[first]
     return chosen
 
 
@@ -276,22 +301,29 @@ def _best_columns(table: LeptonTable, index: np.ndarray, cands, chosen: np.ndarr
     return best
 
 
+def _event_depth(depth: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
+    """Return per event the most candidate steps passed in a row by any of its candidates."""
+    out = np.zeros(n_events, dtype=np.int8)
+    if len(owner):
+        starts = np.flatnonzero(np.diff(owner, prepend=-1))  # quadruplets come grouped by event
+        out[owner[starts]] = np.maximum.reduceat(depth.max(axis=1), starts)
+    return out
+
+
 def four_lepton_selection(table: LeptonTable) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Return the per-event flags of the lepton steps and the chosen ZZ candidate's quantities."""
     n = len(table.counts)
-    flags = {"four_leptons": table.counts >= 4}
     index, owner = _quadruplets(table)
-    cols = {k: v[index] for k, v in table.columns.items()}
-    vecs = [
-        vector.array({f: cols[f][:, i].astype(np.float64) for f in ("pt", "eta", "phi", "mass")})
-        for i in range(4)
-    ]
-    cands = zz_candidates(vecs, cols["charge"], cols["pdg"], SMART_CUT_ZB_MIN)
+    cands = zz_candidates({**table.columns, "flavour": table.columns["pdg"]}, index, SMART_CUT_ZB_MIN)
     cuts = _candidate_cuts(cands)
     passing = np.ones(cands.valid.shape, dtype=bool)
+    depth = np.zeros(cands.valid.shape, dtype=np.int8)  # candidate steps passed in a row
     for name, _ in CANDIDATE_STEPS:
         passing = passing & cuts[name]
-        flags[name] = np.bincount(owner, weights=passing.any(axis=1), minlength=n) > 0
+        depth += passing
+    event_depth = _event_depth(depth, owner, n)
+    flags = {"four_leptons": table.counts >= 4}
+    flags |= {name: event_depth > k for k, (name, _) in enumerate(CANDIDATE_STEPS)}
     return flags, _best_columns(table, index, cands, _choose(cands, passing, owner, n))
 
 
@@ -415,32 +447,61 @@ SELECTION = (
 )
 
 
-def good_jets(jets: ak.Array, leptons: ak.Array) -> ak.Array:
-    """Return the jets in acceptance, with the tight ID where present, away from the leptons, by pT."""
-    ok = (jets.pt > JET_PT_MIN) & (np.abs(jets.eta) < JET_ETA_MAX)
+def _pair_indices(second_start: np.ndarray, second_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (i, j): each first object i paired with every second object j of its event.
+
+    ``second_start``, ``second_counts``: per first object, where its event's second objects
+    begin in their flat array and how many there are.
+    """
+    i = np.repeat(np.arange(len(second_counts)), second_counts)
+    within = np.arange(len(i)) - np.repeat(np.cumsum(second_counts) - second_counts, second_counts)
+    return i, np.repeat(second_start, second_counts) + within
+
+
+def good_jets(jets: ak.Array, leptons: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Return the good jets' flat columns (by pT within each event) and their counts per event.
+
+    Good: pT > 30 GeV, |eta| < 4.7, the tight ID where the file has ``Jet_jetId``, ΔR > 0.4
+    from every identified, isolated lepton of the event.
+    """
+    counts = ak.to_numpy(ak.num(jets.pt, axis=1))
+    cols = {f: _flat(jets[f]).astype(np.float64) for f in JET_FIELDS}
+    ok = (cols["pt"] > JET_PT_MIN) & (np.abs(cols["eta"]) < JET_ETA_MAX)
     if "jetId" in jets.fields:
-        ok = ok & ((jets.jetId & JET_ID_TIGHT_BIT) > 0)
-    ok = ok & ak.all(jets.metric_table(leptons) > JET_LEPTON_DR_MIN, axis=2)
-    jets = jets[ok]
-    return jets[ak.argsort(jets.pt, axis=1, ascending=False)]
+        ok &= (_flat(jets.jetId) & JET_ID_TIGHT_BIT) > 0
+    event = np.repeat(np.arange(len(counts)), counts)
+    lep_counts = ak.to_numpy(ak.num(leptons.eta, axis=1))
+    lep = vector.array(
+        {"pt": np.ones(int(lep_counts.sum())), "eta": _flat(leptons.eta), "phi": _flat(leptons.phi)}
+    )
+    cand = np.flatnonzero(ok)
+    lep_start = (np.cumsum(lep_counts) - lep_counts)[event[cand]]
+    i, j = _pair_indices(lep_start, lep_counts[event[cand]])
+    jet_dir = vector.array({"pt": np.ones(len(i)), "eta": cols["eta"][cand[i]], "phi": cols["phi"][cand[i]]})
+    ok[cand[i[jet_dir.deltaR(lep[j]) <= JET_LEPTON_DR_MIN]]] = False
+    keep, event = np.flatnonzero(ok), event[ok]
+    pt = cols["pt"][keep]
+    if np.any((np.diff(pt) > 0) & (np.diff(event) == 0)):  # NanoAOD jets come pT-ordered; if not:
+        order = np.lexsort((-pt, event))
+        keep, event = keep[order], event[order]
+    return {f: v[keep] for f, v in cols.items()}, np.bincount(event, minlength=len(counts))
 
 
-def _jet_columns(jets: ak.Array) -> dict[str, np.ndarray]:
+def _jet_columns(jets: dict[str, np.ndarray], n_jets: np.ndarray) -> dict[str, np.ndarray]:
     """Return f_jet1/2 (pt, eta, phi), f_massjj, f_deltajj (-999 where undefined) and n_jets.
 
     m_jj in float64 (`vector`): summed in float32, forward jets (E >> m_jj) lose 1e-4 of it.
     """
-    n_jets = ak.to_numpy(ak.num(jets, axis=1))
-    two = ak.pad_none(jets, 2, axis=1, clip=True)
-    lead = [
-        {f: ak.to_numpy(ak.fill_none(two[:, i][f], 0.0)).astype(np.float64) for f in JET_FIELDS}
-        for i in range(2)
-    ]
-    has_two = n_jets >= VBF_MIN_JETS
+    start = np.cumsum(n_jets) - n_jets
     out: dict[str, np.ndarray] = {"n_jets": n_jets}
+    lead = []
     for i in range(2):
+        has = n_jets > i
+        rows = np.where(has, start + i, 0)
+        lead.append({f: np.where(has, v[rows] if len(v) else 0.0, 0.0) for f, v in jets.items()})
         for name in ("pt", "eta", "phi"):
-            out[f"f_jet{i + 1}_{name}"] = np.where(n_jets > i, lead[i][name], UNDEFINED)
+            out[f"f_jet{i + 1}_{name}"] = np.where(has, lead[i][name], UNDEFINED)
+    has_two = n_jets >= VBF_MIN_JETS
     dijet = vector.array(lead[0]) + vector.array(lead[1])
     out["f_massjj"] = np.where(has_two, dijet.mass, UNDEFINED)
     out["f_deltajj"] = np.where(has_two, np.abs(lead[0]["eta"] - lead[1]["eta"]), UNDEFINED)
@@ -456,7 +517,7 @@ def observables(events: ak.Array, selected: FourLeptons) -> ak.Array:
         "f_Z2mass": best["z2_mass"],
         "sum_pdg": best["sum_pdg"].astype(np.int64),
         **{f"f_lept{i}_{v}": best[f"lep{i}_{v}"] for i in range(1, 5) for v in ("pt", "eta", "phi")},
-        **_jet_columns(good_jets(events.Jet, selected.leptons)),
+        **_jet_columns(*good_jets(events.Jet, selected.leptons)),
     }
     return ak.zip(cols)
 
