@@ -34,8 +34,11 @@ from hepsieve.processors.analysis import (
 )
 from hepsieve.processors.cutflow import Cutflow
 from hepsieve.processors.errors import (
+    ChunkError,
+    ChunkReadError,
     ConfigurationError,
     CutflowMismatchError,
+    DataValueError,
     HepsieveError,
     HepsieveWarning,
     InputFileError,
@@ -61,9 +64,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Analysis",
     "Categories",
+    "ChunkError",
+    "ChunkReadError",
     "ConfigurationError",
     "Cutflow",
     "CutflowMismatchError",
+    "DataValueError",
     "FeatureSpec",
     "FileSum",
     "HepsieveError",

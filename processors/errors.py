@@ -9,6 +9,18 @@ class InputFileError(HepsieveError):
     """An input file is missing, unreadable, lacks the tree or a required branch."""
 
 
+class ChunkReadError(InputFileError):
+    """A chunk of an input file could not be read (a damaged basket, a truncated file)."""
+
+
+class DataValueError(HepsieveError):
+    """Input values a result cannot be trusted with: non-finite weights, labels not 0 or 1."""
+
+
+class ChunkError(HepsieveError):
+    """The analysis code failed on a chunk (the message names the file and its entries)."""
+
+
 class ModelCardError(HepsieveError):
     """A model card or ONNX file does not match the analysis it is applied to."""
 

@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import importlib
 import logging
 import multiprocessing
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
+import coffea.processor.executor as coffea_executor_module
 from coffea import processor
 from coffea.util import coffea_console
 
-from hepsieve.processors.errors import ConfigurationError
+from hepsieve.processors.errors import (
+    ChunkError,
+    ChunkReadError,
+    ConfigurationError,
+    DataValueError,
+    HepsieveError,
+    ModelCardError,
+)
 from hepsieve.processors.provenance import peak_rss_mb
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("iterative", "futures", "dask")
+
+
+def _utf8_hash(items: tuple) -> int:
+    """Return coffea 2026.9's ``_hash`` of ``items``, encoded as UTF-8 instead of ASCII."""
+    digest = hashlib.md5(";".join(str(x) for x in items).encode("utf-8"))
+    return int(digest.hexdigest()[:16], base=16)
+
+
+# coffea hashes (dataset, file, tree) as ASCII, so a data directory named "données" raised
+# UnicodeEncodeError inside coffea; the UTF-8 encoding is byte-identical for ASCII names.
+coffea_executor_module._hash = _utf8_hash
 
 #: Settings of the local dask cluster's worker processes (not of a ``--scheduler`` cluster).
 #: No dashboard, so no use for the workers' statistical profiler, which samples every thread
@@ -38,9 +63,24 @@ LOCAL_DASK_CONFIG = {
     "distributed.worker.memory.monitor-interval": "1s",
 }
 WORKER_MODULES = ("hepsieve.processors.processor", "hepsieve.models.scorer")
+SCHEDULER_TIMEOUT_S = 10
+SCHEDULER_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|inproc|ucx)://)?[^\s:/]+(:\d+)?$")
+PR_SET_PDEATHSIG = 1
 
 
-def _import_worker_modules() -> None:
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux).
+
+    A killed run then leaves no worker processing (and writing) on its own.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _start_worker() -> None:
+    """Initialise a futures worker: die with the parent, leave Ctrl-C to the parent, import."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in WORKER_MODULES:
         importlib.import_module(module)
 
@@ -62,24 +102,101 @@ def _import_on_workers(client) -> None:
             ) from None
 
 
-@contextlib.contextmanager
-def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """Yield a pool of ``workers`` spawned, warmed processes.
+def _spawned_pool(workers: int) -> ProcessPoolExecutor:
+    """Return a pool of ``workers`` spawned processes, started, with hepsieve imported."""
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
+    )
+    try:  # one task per worker: each submit without an idle worker starts one
+        list(pool.map(abs, range(workers)))
+    except BrokenProcessPool as err:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise ConfigurationError(f"the futures executor's worker processes cannot start ({err})") from None
+    return pool
 
-    A pool of ``workers`` spawned processes, started and with hepsieve imported before the
-    first chunk (coffea's default, a loky pool, starts inside the run and restarts a worker
-    whose memory grew by 300 MB since it started: every few chunks at 500k events).
+
+class ResilientPool(Executor):
+    """A pool of spawned, warmed worker processes that survives the death of a worker.
+
+    When a worker dies (killed, out of memory), Python's pool breaks and fails every chunk it
+    held; here each of those chunks is resubmitted to a fresh pool (``max_restarts`` times in
+    all), so the result is that of an undisturbed run. Started before the first chunk, unlike
+    coffea's default (a loky pool, which also restarts any worker whose memory grew by 300 MB).
     """
-    with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_import_worker_modules
-    ) as pool:
-        try:  # one task per worker: each submit without an idle worker starts one
-            list(pool.map(abs, range(workers)))
-        except BrokenProcessPool as err:
-            raise ConfigurationError(
-                f"the futures executor's worker processes cannot import hepsieve ({err})"
-            ) from None
+
+    def __init__(self, workers: int, max_restarts: int = 3):
+        self.workers, self.max_restarts, self.restarts = workers, max_restarts, 0
+        self._closed = False
+        self._lock = threading.Lock()
+        # every pool is started from this one long-lived thread: the kernel sends the workers'
+        # parent-death signal when the *thread* that started them ends, and the callbacks that
+        # replace a broken pool run in that pool's own (soon ending) manager thread
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="hepsieve-spawner")
+        self._pool = self._spawner.submit(_spawned_pool, workers).result()
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` in a worker; a worker's death resubmits it to a fresh pool."""
+        outer: Future = Future()
+        self._submit(outer, fn, args, kwargs)
+        return outer
+
+    def _submit(self, outer: Future, fn: Callable, args: tuple, kwargs: dict) -> None:
+        pool = self._pool
+        inner = pool.submit(fn, *args, **kwargs)
+
+        def done(f: Future) -> None:
+            if f.cancelled():
+                outer.cancel()
+            elif isinstance(f.exception(), BrokenProcessPool) and self._replace(pool):
+                self._submit(outer, fn, args, kwargs)
+            elif f.exception() is not None:
+                outer.set_exception(f.exception())
+            else:
+                outer.set_result(f.result())
+
+        inner.add_done_callback(done)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> bool:
+        """Replace a broken pool by a fresh one (once per broken pool); False when out of restarts."""
+        with self._lock:
+            if self._closed:
+                return False  # shut down (an error, Ctrl-C): nothing is resubmitted
+            if self._pool is not broken:
+                return True  # another chunk of the same broken pool already replaced it
+            if self.restarts >= self.max_restarts:
+                return False
+            self.restarts += 1
+            log.warning(
+                "a futures worker died: resubmitting its chunks to a fresh pool (%d/%d)",
+                self.restarts,
+                self.max_restarts,
+            )
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._spawner.submit(_spawned_pool, self.workers).result()
+            return True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the workers (``wait=False``: at once, killing any still processing)."""
+        with self._lock:
+            self._closed = True
+            pool = self._pool
+        if not wait:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+        pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._spawner.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def _process_pool(workers: int) -> Iterator[ResilientPool]:
+    """Yield a :class:`ResilientPool`; on an error or Ctrl-C, kill its workers at once."""
+    pool = ResilientPool(workers)
+    try:
         yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _dask_imports():
@@ -100,11 +217,28 @@ def _dask_imports():
     return Client, LocalCluster
 
 
+def _connect(client_class, scheduler: str):
+    """Return a client of the scheduler at ``scheduler``.
+
+    A malformed address, or none answering within ``SCHEDULER_TIMEOUT_S``, is a one-line
+    ConfigurationError.
+    """
+    if not SCHEDULER_ADDRESS.match(scheduler):
+        raise ConfigurationError(f"--scheduler {scheduler!r}: not a scheduler address (tcp://host:port)")
+    try:
+        return client_class(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise ConfigurationError(
+            f"--scheduler {scheduler}: no dask scheduler answered within "
+            f"{SCHEDULER_TIMEOUT_S} s ({type(err).__name__})"
+        ) from err
+
+
 @contextlib.contextmanager
 def _dask_executor(workers: int, scheduler: str | None, progress: bool) -> Iterator:
     Client, LocalCluster = _dask_imports()
     if scheduler:
-        with Client(scheduler) as client:
+        with _connect(Client, scheduler) as client:
             _import_on_workers(client)
             yield processor.DaskExecutor(client=client, status=progress, retries=3)
         return
@@ -151,7 +285,114 @@ def quiet_console(quiet: bool) -> Iterator[None]:
         coffea_console.quiet = before
 
 
+class _NoTraceback:
+    """Stands in for the traceback module inside coffea's executor module."""
+
+    @staticmethod
+    def print_exc(*args: Any, **kwargs: Any) -> None:
+        """Print nothing."""
+
+
+@contextlib.contextmanager
+def quiet_tracebacks(quiet: bool) -> Iterator[None]:
+    """Keep coffea's executors from printing a failed chunk's traceback before re-raising it.
+
+    hepsieve reports the error in one line instead (``-v`` shows the traceback).
+    """
+    if not quiet:
+        yield
+        return
+    original = coffea_executor_module.traceback
+    coffea_executor_module.traceback = _NoTraceback
+    try:
+        yield
+    finally:
+        coffea_executor_module.traceback = original
+
+
 def worker_peak_rss_mb(executor) -> list[float] | None:
     """Peak RSS [MB] of each dask worker process (None for other executors)."""
     client = getattr(executor, "client", None)
     return sorted(client.run(peak_rss_mb).values()) if client is not None else None
+
+
+#: errors a chunk gives the same way each time: never retried
+DETERMINISTIC = (DataValueError, ChunkError, ConfigurationError, ModelCardError)
+COFFEA_READ_FAILURES = ("Failed to open file:", "Failed creating nanoevents:")
+
+
+def hepsieve_cause(err: BaseException) -> HepsieveError | None:
+    """Return the first HepsieveError in the cause chain of ``err`` (None if there is none)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, HepsieveError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None and err.__cause__ is not err:
+        err = err.__cause__
+    return err
+
+
+class HepsieveRunner(processor.Runner):
+    """coffea's Runner, with chunk errors that name the chunk and read failures told apart.
+
+    In the worker, coffea's wrapper around a failed chunk (a bare ``Exception`` quoting the
+    whole WorkItem) is replaced by the HepsieveError it wraps, or, when the file could not be
+    opened or read, by a :class:`ChunkReadError` naming file and entries. Deterministic errors
+    are not retried; with ``skipbadfiles`` a chunk that cannot be read is dropped (its entries
+    are then reported as lost by the accounting).
+    """
+
+    @staticmethod
+    def _work_function(*args: Any, **kwargs: Any) -> Any:
+        item = args[5] if len(args) > 5 else kwargs["item"]
+        try:
+            return processor.Runner._work_function(*args, **kwargs)
+        except Exception as err:
+            ours = hepsieve_cause(err)
+            if ours is not None:
+                raise ours from None
+            if str(err).startswith(COFFEA_READ_FAILURES):
+                cause = _root_cause(err)
+                raise ChunkReadError(
+                    f"{item.filename} entries {item.entrystart}-{item.entrystop}: "
+                    f"cannot be read ({type(cause).__name__}: {cause})"
+                ) from err
+            raise
+
+    @staticmethod
+    def automatic_retries(
+        retries: int,
+        skipbadfiles: Any,
+        func: Callable,
+        *args: Any,
+        use_result_type: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one chunk, retrying errors that may pass; return None for a skipped chunk.
+
+        Deterministic errors are raised at once; a chunk that cannot be read is skipped when
+        ``skipbadfiles`` (after retries, for a remote file only).
+        """
+        for attempt in range(retries + 1):
+            try:
+                return func(*args, **kwargs)
+            except DETERMINISTIC:
+                raise
+            except ChunkReadError as err:
+                if "://" in str(err).split(" entries ")[0] and attempt < retries:
+                    continue  # a remote read may succeed again; a damaged local file will not
+                if skipbadfiles:
+                    log.warning("skipping a chunk that cannot be read: %s", err)
+                    return None
+                raise
+            except Exception:
+                if attempt == retries:
+                    raise
+        return None

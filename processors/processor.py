@@ -6,6 +6,7 @@ The generic chunk pipeline (a coffea processor): objects -> selection -> weights
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,21 +20,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from coffea import processor
 
-from hepsieve.processors.analysis import Analysis
+from hepsieve.processors.analysis import NOMINAL, Analysis
 from hepsieve.processors.cutflow import Cutflow
-from hepsieve.processors.errors import ConfigurationError, HepsieveWarning
+from hepsieve.processors.errors import (
+    ChunkError,
+    ChunkReadError,
+    ConfigurationError,
+    DataValueError,
+    HepsieveError,
+    HepsieveWarning,
+)
 
 LABELS = {"signal": 1, "background": 0, "data": -1}
 MODES = ("histograms", "features")
 
 
-def make_histograms(analysis: Analysis, model_names: Sequence[str] = ()) -> dict[str, hist.Hist]:
-    """Return the empty output histograms: (dataset, category, physics axes), Weight storage."""
+def make_histograms(
+    analysis: Analysis, model_names: Sequence[str] = (), variations: Sequence[str] = (NOMINAL,)
+) -> dict[str, hist.Hist]:
+    """Return the empty output histograms: (dataset, category, variation, physics axes), Weight storage."""
 
     def book(*axes: hist.axis.Regular) -> hist.Hist:
         return hist.Hist(
             hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
             hist.axis.StrCategory(list(analysis.categories.names), name="category", label="Category"),
+            hist.axis.StrCategory(list(variations), name="variation", label="Variation"),
             *axes,
             storage=hist.storage.Weight(),
         )
@@ -52,11 +63,12 @@ def make_histograms(analysis: Analysis, model_names: Sequence[str] = ()) -> dict
 class Selected:
     """One chunk after the selection.
 
-    One chunk after the selection: events, objects and observables of the selected events,
-    their weights, category masks and the scored events' feature columns.
+    The selected events, their observables, weights and category masks, and the scored
+    events' feature columns and event ids.
     """
 
     events: Any
+    objects: Any
     observables: Any
     weights: np.ndarray
     categories: dict[str, np.ndarray]
@@ -64,6 +76,7 @@ class Selected:
     finite: np.ndarray  # over the scored events: all feature columns finite
     scored_idx: np.ndarray  # selected-event indices that are scored (finite features)
     event_id: np.ndarray  # of the scored events
+    rows: np.ndarray | None = None  # chunk row of each selected event (None: every row selected)
 
 
 class AnalysisProcessor(processor.ProcessorABC):
@@ -84,10 +97,12 @@ class AnalysisProcessor(processor.ProcessorABC):
         mode: str = "histograms",
         features_dir: str | Path | None = None,
         score_cut: float | Mapping[str, float] | None = None,
+        variations: Sequence[str] | None = None,
     ):
         if mode not in MODES:
             raise ConfigurationError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
         self.analysis = analysis
+        self.variations = _chosen_variations(analysis, mode, variations)
         self.scorers = list(scorers)
         self.mode = mode
         self.features_dir = None if features_dir is None else str(features_dir)
@@ -95,27 +110,90 @@ class AnalysisProcessor(processor.ProcessorABC):
             score_cut = {s.name: score_cut for s in self.scorers if score_cut is not None}
         self.score_cut = {s.name: score_cut.get(s.name, analysis.scoring.score_cut) for s in self.scorers}
 
+    def identity(self) -> dict[str, Any]:
+        """Return what, besides the analysis and the chunk, shapes a chunk's result."""
+        models = [
+            {
+                "name": s.name,
+                "feature_set": s.feature_set,
+                "onnx_sha256": s.hashes,
+                "output": [s.output_name, s.output_column],
+            }
+            for s in self.scorers
+        ]
+        return {
+            "mode": self.mode,
+            "score_cut": self.score_cut,
+            "models": models,
+            "variations": self.variations,
+        }
+
     def process(self, events: ak.Array) -> dict:
         """Process one coffea chunk and return its histograms, cutflow and feature files."""
-        return self.process_chunk(events, events.metadata)
+        meta = events.metadata
+        events = self._read_inputs(events, meta)
+        return self.process_chunk(events, meta)
 
     def process_chunk(self, events: ak.Array, meta: Mapping) -> dict:
-        """Process ``events`` (any awkward record array) described by ``meta``."""
-        cutflow, sel = self._select(events, meta)
-        out = {"histograms": self._fill(meta["dataset"], sel)} | cutflow.as_output()
-        if self.mode == "features":
-            out["feature_files"] = {meta["dataset"]: self._export(meta, sel)}
+        """Process ``events`` (any awkward record array) described by ``meta``.
+
+        Every error names the file and entry range of the chunk; HepsieveErrors keep their
+        class, anything else from the analysis code becomes a :class:`ChunkError`.
+        """
+        try:
+            cutflow, sel, objects = self._select(events, meta)
+            out = self._histograms(events, objects, meta, sel) | cutflow.as_output()
+            if self.mode == "features":
+                out["feature_files"] = {meta["dataset"]: self._export(meta, sel)}
+        except DataValueError as err:
+            raise DataValueError(f"{_where(meta)}: {err}") from err
+        except HepsieveError as err:
+            raise type(err)(f"{_where(meta)}: {err}") from err
+        except Exception as err:
+            raise ChunkError(f"{_where(meta)}: the analysis failed: {type(err).__name__}: {err}") from err
+        out["entries"] = {meta.get("filename", meta["dataset"]): len(events)}
         return out
 
     def postprocess(self, accumulator: dict) -> dict:
         """Return the merged accumulator unchanged."""
         return accumulator
 
-    def _select(self, events: ak.Array, meta: Mapping) -> tuple[Cutflow, Selected]:
-        """Objects, weights and the selection steps; categories and features of the selected."""
+    def _read_inputs(self, events: ak.Array, meta: Mapping) -> ak.Array:
+        """Read the analysis' branches of a chunk now; a read failure is a ChunkReadError.
+
+        Reading is lazy, so a damaged basket would otherwise fail somewhere inside the
+        analysis code; read here, it is told apart from an analysis error (and
+        ``--skip-bad-files`` can drop the chunk, reporting its entries as lost).
+        """
+        inputs = self.analysis.input_flavour(meta.get("inputs"))
+        if inputs.schema != "base":
+            return events
+        names = [*inputs.required(bool(meta.get("is_data"))), *inputs.optional]
+        names = [n for n in dict.fromkeys(names) if n in events.fields]
+        try:
+            return ak.materialize(events[names])
+        except Exception as err:  # uproot raises many types for damaged data
+            raise ChunkReadError(f"{_where(meta)}: cannot be read ({type(err).__name__}: {err})") from err
+
+    def _weigh(self, events: ak.Array, objects: Any, meta: Mapping) -> np.ndarray:
+        """Return the nominal weights; DataValueError naming the entries of non-finite ones."""
+        weights = np.asarray(self.analysis.weights.nominal(events, objects, meta), dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(weights))
+        if len(bad):
+            raise DataValueError(
+                f"{len(bad)} event(s) with a non-finite weight (NaN/inf), at "
+                f"{_entries(meta, bad)}; fix the input or its weight recipe"
+            )
+        return weights
+
+    def _select(self, events: ak.Array, meta: Mapping, objects: Any = None) -> tuple[Cutflow, Selected, Any]:
+        """Objects, weights and the selection steps; categories and features of the selected.
+
+        Returns the cutflow, the selected events and the object record of the whole chunk.
+        """
         a, flavour = self.analysis, meta.get("inputs")
-        objects = a.make_objects(events)
-        weights = np.asarray(a.weights.nominal(events, objects, meta), dtype=np.float64)
+        objects = a.make_objects(events) if objects is None else objects
+        weights = self._weigh(events, objects, meta)
         cutflow = Cutflow(meta["dataset"], weights)
         mask = np.ones(len(events), dtype=bool)
         for step in a.steps(flavour or a.inputs.name):
@@ -126,6 +204,19 @@ class AnalysisProcessor(processor.ProcessorABC):
         else:
             selected, w = events[mask], weights[mask]
             sel_objects = selected if objects is events else objects[mask]
+        rows = None if selected is events else np.flatnonzero(mask)
+        try:
+            sel = self._observe(selected, sel_objects, w, cutflow, meta)
+        except DataValueError as err:
+            raise _located(err, meta, rows) from err
+        sel.rows = rows
+        return cutflow, sel, objects
+
+    def _observe(
+        self, selected: Any, sel_objects: Any, w: np.ndarray, cutflow: Cutflow, meta: Mapping
+    ) -> Selected:
+        """Observables, categories, feature columns and event ids of the selected events."""
+        a = self.analysis
         observables = a.make_observables(selected, sel_objects)
         categories = self._categories(observables, len(w))
         for name, rows in categories.items():
@@ -142,9 +233,10 @@ class AnalysisProcessor(processor.ProcessorABC):
         scored_mask = np.zeros(len(w), dtype=bool)
         scored_mask[scored_idx] = True
         cutflow.add(f"{'+'.join(a.scoring.categories)}: finite features", scored_mask, w)
-        event_field = a.input_flavour(flavour).event_id
-        event_id = ak.to_numpy(selected[event_field])[scored_idx]
-        return cutflow, Selected(selected, observables, w, categories, columns, finite, scored_idx, event_id)
+        event_id = ak.to_numpy(selected[a.input_flavour(meta.get("inputs")).event_id])[scored_idx]
+        return Selected(
+            selected, sel_objects, observables, w, categories, columns, finite, scored_idx, event_id
+        )
 
     def _categories(self, observables: Any, n: int) -> dict[str, np.ndarray]:
         """Return the category masks in the analysis' order, checked against its definition."""
@@ -179,47 +271,114 @@ class AnalysisProcessor(processor.ProcessorABC):
                 columns |= spec.columns(observables)
         return columns
 
-    def _fill(self, dataset: str, sel: Selected) -> dict[str, hist.Hist]:
+    def _histograms(self, events: Any, objects: Any, meta: Mapping, sel: Selected) -> dict:
+        """Fill every histogram: nominal, then (simulation only) each weight and shape variation."""
+        a, dataset = self.analysis, meta["dataset"]
+        hists = make_histograms(a, [s.name for s in self.scorers], self.variations)
+        fills: dict[tuple[str, str, str, str], int] = {}
+        scores = self._scores(sel)
+        self._fill(hists, fills, dataset, NOMINAL, sel, sel.weights, scores)
+        if meta.get("is_data"):
+            return {"histograms": hists, "fills": fills}
+        for wv in a.weights.variations:
+            for direction, factor in (("Up", wv.up), ("Down", wv.down)):
+                if f"{wv.name}{direction}" in self.variations:
+                    f = np.broadcast_to(
+                        np.asarray(factor(sel.events, sel.objects, meta), float), sel.weights.shape
+                    )
+                    self._fill(hists, fills, dataset, f"{wv.name}{direction}", sel, sel.weights * f, scores)
+        for sv in a.shape_variations:
+            for direction, sign in (("Up", +1), ("Down", -1)):
+                if f"{sv.name}{direction}" in self.variations:
+                    varied, varied_objects = sv.vary(events, objects, meta, sign)
+                    vsel = self._select(varied, meta, varied_objects)[1]
+                    self._fill(
+                        hists, fills, dataset, f"{sv.name}{direction}", vsel, vsel.weights, self._scores(vsel)
+                    )
+        return {"histograms": hists, "fills": fills}
+
+    def _scores(self, sel: Selected) -> dict[str, np.ndarray]:
+        """Return each model's score of the scored events (each by its fold's model)."""
+        a, all_finite = self.analysis, bool(sel.finite.all())
+        out = {}
+        for scorer in self.scorers:
+            names = a.feature_spec(scorer.feature_set).names
+            columns = [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names]
+            out[scorer.name] = scorer.score_columns(columns, sel.event_id)
+        return out
+
+    def _fill(
+        self,
+        hists: dict[str, hist.Hist],
+        fills: dict,
+        dataset: str,
+        variation: str,
+        sel: Selected,
+        weights: np.ndarray,
+        scores: dict[str, np.ndarray],
+    ) -> None:
+        """Fill the histograms of one variation; count the fills of each (histogram, category)."""
         a = self.analysis
-        hists = make_histograms(a, [s.name for s in self.scorers])
         # one fill per category with a scalar category: string-array fills cost 2x
         for spec in a.histograms:
             values = spec.values(sel.observables)
             for cat in spec.categories or a.categories.names:
                 rows = sel.categories[cat]
-                hists[spec.name].fill(dataset, cat, *(v[rows] for v in values), weight=sel.weights[rows])
-        if self.scorers:
-            self._fill_scores(hists, dataset, sel)
-        return hists
+                hists[spec.name].fill(
+                    dataset, cat, variation, *(v[rows] for v in values), weight=weights[rows]
+                )
+                fills[(spec.name, dataset, cat, variation)] = int(np.count_nonzero(rows))
+        if scores:
+            self._fill_scores(hists, fills, (dataset, variation), sel, weights, scores)
 
-    def _fill_scores(self, hists: dict[str, hist.Hist], dataset: str, sel: Selected) -> None:
-        a = self.analysis
+    def _fill_scores(
+        self,
+        hists: dict[str, hist.Hist],
+        fills: dict,
+        where: tuple[str, str],
+        sel: Selected,
+        weights: np.ndarray,
+        scores: dict[str, np.ndarray],
+    ) -> None:
+        a, (dataset, variation) = self.analysis, where
         cut_spec = a.histogram(a.scoring.cut_histogram)
         cut_values = [v[sel.scored_idx] for v in cut_spec.values(sel.observables)]
-        w_scored = sel.weights[sel.scored_idx]
+        w_scored = weights[sel.scored_idx]
         scored_in = {cat: sel.categories[cat][sel.scored_idx] for cat in a.scoring.categories}
-        all_finite = bool(sel.finite.all())
-        for scorer in self.scorers:
-            names = a.feature_spec(scorer.feature_set).names
-            score = scorer.score_columns(
-                [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names], sel.event_id
-            )
-            passed = score > self.score_cut[scorer.name]
+        for model, score in scores.items():
+            passed = score > self.score_cut[model]
             for cat, rows in scored_in.items():
-                hists[f"score_{scorer.name}"].fill(dataset, cat, score[rows], weight=w_scored[rows])
+                hists[f"score_{model}"].fill(dataset, cat, variation, score[rows], weight=w_scored[rows])
                 keep = rows & passed
-                hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
-                    dataset, cat, *(v[keep] for v in cut_values), weight=w_scored[keep]
+                name = f"{cut_spec.name}_{model}_pass"
+                hists[name].fill(
+                    dataset, cat, variation, *(v[keep] for v in cut_values), weight=w_scored[keep]
                 )
+                fills[(f"score_{model}", dataset, cat, variation)] = int(np.count_nonzero(rows))
+                fills[(name, dataset, cat, variation)] = int(np.count_nonzero(keep))
 
     def _labels(self, meta: Mapping, sel: Selected) -> np.ndarray:
         if self.analysis.labels is not None:
-            observed = sel.observables[sel.scored_idx]
-            return np.asarray(self.analysis.labels(observed), dtype=np.int8)
+            label = np.asarray(self.analysis.labels(sel.observables[sel.scored_idx]))
+            bad = np.flatnonzero((label != 0) & (label != 1))
+            if len(bad):
+                raise DataValueError(
+                    f"{len(bad)} training label(s) not 0 or 1 (e.g. {label[bad[0]]})", sel.scored_idx[bad]
+                )
+            return label.astype(np.int8)
         role = meta.get("role", "data" if meta.get("is_data") else "background")
+        if role not in LABELS:
+            raise ConfigurationError(
+                f"dataset {meta['dataset']}: role {role!r} is not one of "
+                f"{sorted(LABELS)} (set it in the fileset's metadata)"
+            )
         return np.full(len(sel.scored_idx), LABELS[role], dtype=np.int8)
 
     def _export(self, meta: Mapping, sel: Selected) -> dict[str, int]:
+        try:
+            label = self._labels(meta, sel)
+        except DataValueError as err:
+            raise _located(err, meta, sel.rows) from err
         scored_names = self.analysis.scoring.categories
         category = np.select(
             [sel.categories[c][sel.scored_idx] for c in scored_names], list(scored_names), default=""
@@ -228,23 +387,59 @@ class AnalysisProcessor(processor.ProcessorABC):
             {
                 **{n: c[sel.finite] for n, c in sel.columns.items()},
                 "weight": sel.weights[sel.scored_idx],
-                "label": self._labels(meta, sel),
+                "label": label,
                 "event": sel.event_id.astype(np.int64),
                 "category": category,
                 "dataset": np.full(len(sel.scored_idx), meta["dataset"]),
             }
         )
-        path = (
-            Path(str(self.features_dir))
-            / meta["dataset"]
-            / (
-                f"{meta['fileuuid'] or Path(meta['filename']).stem}_"
-                f"{meta['entrystart']}-{meta['entrystop']}.parquet"
-            )
-        )
+        name = f"{meta['fileuuid'] or Path(meta['filename']).stem}_{meta['entrystart']}-{meta['entrystop']}"
+        path = Path(str(self.features_dir)) / meta["dataset"] / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a retried chunk replaces it whole
+        pq.write_table(table, tmp)
+        tmp.replace(path)
         return {str(path): len(sel.scored_idx)}
+
+
+def _chosen_variations(analysis: Analysis, mode: str, chosen: Sequence[str] | None) -> tuple[str, ...]:
+    """Return the variations to fill: all the analysis declares (None), or the named ones.
+
+    A feature export fills the nominal histograms only.
+    """
+    names = analysis.variation_names
+    if mode == "features":
+        return (NOMINAL,)
+    if chosen is None:
+        return names
+    base = {n.removesuffix("Up").removesuffix("Down") for n in names[1:]}
+    unknown = sorted(set(chosen) - base)
+    if unknown:
+        raise ConfigurationError(
+            f"--variations {unknown}: analysis {analysis.name!r} declares {sorted(base) or 'none'}"
+        )
+    return (NOMINAL, *(n for n in names[1:] if n.removesuffix("Up").removesuffix("Down") in chosen))
+
+
+def _located(err: DataValueError, meta: Mapping, rows: np.ndarray | None) -> DataValueError:
+    """Return ``err`` with the file entries of its selected-event indices (its second arg)."""
+    if len(err.args) < 2:
+        return err
+    idx = np.asarray(err.args[1])
+    return DataValueError(f"{err.args[0]}, at {_entries(meta, idx if rows is None else rows[idx])}")
+
+
+def _where(meta: Mapping) -> str:
+    """Return ``file entries a-b`` of a chunk (what every chunk error begins with)."""
+    name = meta.get("filename", meta.get("dataset"))
+    return f"{name} entries {meta.get('entrystart')}-{meta.get('entrystop')}"
+
+
+def _entries(meta: Mapping, rows: np.ndarray) -> str:
+    """Return the file entry numbers of chunk ``rows``, the first few of them."""
+    start = int(meta.get("entrystart") or 0)
+    shown = ", ".join(str(start + int(r)) for r in rows[:5])
+    return f"entr{'y' if len(rows) == 1 else 'ies'} {shown}{', ...' if len(rows) > 5 else ''}"
 
 
 def _warn_non_finite(meta: Mapping, n_bad: int) -> None:

@@ -76,6 +76,7 @@ class RunRecord:
     datasets_meta: dict[str, dict[str, Any]]
     fileset_sha256: str
     lumi_pb: float | None
+    processes: dict[str, dict[str, Any]] | None
     skipped_files: list[str]
     accounting: dict[str, dict[str, int]]  # dataset -> expected / processed entries
     models: dict[str, dict[str, Any]]  # name -> card, feature set, ONNX sha256 per fold
@@ -86,7 +87,8 @@ class RunRecord:
     events_per_s: float | None
     worker_max_rss_mb: list[float] | None = None
     auc_from_histograms: dict[str, dict[str, float]] | None = None
-    feature_files: dict[str, list[str]] | None = None
+    feature_files: dict[str, list[dict[str, Any]]] | None = None  # the manifest: file, events
+    reused_chunks: int | None = None  # read back from --checkpoint
     versions: dict[str, str] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
     record_version: int = RUN_RECORD_VERSION
@@ -117,6 +119,7 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         data.setdefault("analysis_ref", data.get("analysis", ""))
         data.setdefault("lumi_pb", None)
+        data.setdefault("processes", None)
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as err:

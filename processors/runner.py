@@ -11,34 +11,45 @@ The Python API for notebooks::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coffea import processor
+import pyarrow.parquet as pq
 from coffea.nanoevents import BaseSchema, NanoAODSchema
 from coffea.processor.executor import FileMeta
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import OnnxScorer, default_models_dir, load_scorers
 from hepsieve.processors.analyses import get_analysis, ship_by_value
-from hepsieve.processors.analysis import Analysis
+from hepsieve.processors.analysis import Analysis, Inputs
+from hepsieve.processors.checkpoints import IdentityCheckpointer, run_identity
 from hepsieve.processors.cutflow import cutflow_table
-from hepsieve.processors.errors import ConfigurationError, CutflowMismatchError, HepsieveError
-from hepsieve.processors.executors import EXECUTORS, make_executor, quiet_console, worker_peak_rss_mb
+from hepsieve.processors.errors import ChunkReadError, ConfigurationError, CutflowMismatchError, HepsieveError
+from hepsieve.processors.executors import (
+    EXECUTORS,
+    HepsieveRunner,
+    hepsieve_cause,
+    make_executor,
+    quiet_console,
+    quiet_tracebacks,
+    worker_peak_rss_mb,
+)
 from hepsieve.processors.metrics import auc_from_histograms
-from hepsieve.processors.outputs import write_outputs
+from hepsieve.processors.outputs import OutputDir, attach_fills, check_writable_dir, output_dir, write_outputs
 from hepsieve.processors.processor import MODES, AnalysisProcessor
 from hepsieve.processors.provenance import RunRecord
 
 log = logging.getLogger(__name__)
-#: Inputs.schema -> coffea schema (NanoAODSchema: Muon/Electron/Jet behaviours, issue 12)
+#: Inputs.schema -> coffea schema (NanoAODSchema: Muon/Electron/Jet behaviours)
 SCHEMA_CLASSES = {"base": BaseSchema, "nanoaod": NanoAODSchema}
 
 
@@ -70,6 +81,7 @@ class RunConfig:
     skip_bad_files: bool = False
     checkpoint: str | Path | None = None
     score_cut: float | dict[str, float] | None = None  # one cut, or {model: cut}
+    variations: list[str] | None = None  # None: all the analysis declares; [] none
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -110,9 +122,8 @@ def _fileset_hash(resolved: ResolvedFileset) -> str:
 def metadata_cache(resolved: ResolvedFileset, tree: str) -> dict:
     """Return coffea's file metadata of every file, from the preflight.
 
-    Return coffea's file metadata (entries, UUID, the dataset's metadata) for every file,
-    from the preflight that already opened each one: coffea then skips its own
-    preprocessing pass over the files (0.8 s for the 12 UCI HIGGS files on 2 workers).
+    Entries, UUID and the dataset's metadata, from the preflight that already opened each
+    file: coffea then skips its own preprocessing pass (0.8 s for the 12 UCI HIGGS files).
     """
     return {
         FileMeta(ds, path, tree): {**entry["metadata"], **resolved.file_meta[path]}
@@ -121,16 +132,32 @@ def metadata_cache(resolved: ResolvedFileset, tree: str) -> dict:
     }
 
 
-def check_accounting(cutflow: dict, resolved: ResolvedFileset, complete: bool) -> dict[str, dict]:
-    """Compare processed with expected entries per dataset; raise on a mismatch of a full run."""
-    summary = {}
-    for dataset, expected in resolved.entries.items():
-        processed = cutflow.get(dataset, {}).get("input", {}).get("n", 0)
-        summary[dataset] = {"expected": expected, "processed": processed}
-        if complete and processed != expected:
+def check_accounting(
+    output: dict, resolved: ResolvedFileset, complete: bool, skip_bad_files: bool = False
+) -> dict[str, dict]:
+    """Compare processed with expected entries, per dataset and per file.
+
+    A complete run must have processed every entry of every file, once: otherwise
+    CutflowMismatchError (no output is written). With ``skip_bad_files``, the entries of
+    chunks that could not be read are reported as ``lost`` (file -> entries) instead.
+    """
+    per_file, summary = output.get("entries", {}), {}
+    for dataset, entry in resolved.fileset.items():
+        expected = resolved.entries[dataset]
+        processed = output.get("cutflow", {}).get(dataset, {}).get("input", {}).get("n", 0)
+        files = {f: (resolved.file_meta[f]["numentries"], per_file.get(f, 0)) for f in entry["files"]}
+        lost = {f: want - got for f, (want, got) in files.items() if got < want}
+        summary[dataset] = {"expected": expected, "processed": processed, "lost": lost}
+        over = [f for f, (want, got) in files.items() if got > want]
+        if processed != sum(got for _, got in files.values()) or over:
             raise CutflowMismatchError(
-                f"dataset {dataset}: processed {processed} entries but the input files hold "
-                f"{expected}; the output is incomplete and was not written"
+                f"dataset {dataset}: entries counted twice or out of the files "
+                f"({over or 'cutflow input != entries read'}); nothing was written"
+            )
+        if complete and lost and not skip_bad_files:
+            raise CutflowMismatchError(
+                f"dataset {dataset}: processed {processed} entries but the input files hold {expected} "
+                f"(missing: {lost}); the output is incomplete and was not written"
             )
     return summary
 
@@ -146,16 +173,54 @@ def _scorers(config: RunConfig, analysis: Analysis) -> list[OnnxScorer]:
     return load_scorers(models_dir, analysis, threads=threads, names=config.models)
 
 
+def check_variation_metadata(
+    analysis: Analysis, resolved: ResolvedFileset, variations: tuple[str, ...]
+) -> None:
+    """Check that every simulated dataset has the metadata the chosen weight variations read."""
+    for wv in analysis.weights.variations:
+        if f"{wv.name}Up" not in variations:
+            continue
+        for dataset, entry in resolved.fileset.items():
+            missing = [k for k in wv.requires if entry["metadata"].get(k) is None]
+            if missing and not entry["metadata"].get("is_data"):
+                raise ConfigurationError(
+                    f"dataset {dataset}: weight variation {wv.name!r} needs {missing} in "
+                    "the fileset (or run without it: --variations ...)"
+                )
+
+
+def _checkpointer(
+    config: RunConfig, analysis: Analysis, proc: AnalysisProcessor
+) -> IdentityCheckpointer | None:
+    """Return the checkpointer of this run's identity (saying so when older checkpoints differ)."""
+    if config.checkpoint is None:
+        return None
+    checkpointer = IdentityCheckpointer(config.checkpoint, run_identity(analysis, proc.identity()))
+    others = checkpointer.other_identities()
+    if others:
+        log.warning(
+            "--checkpoint %s holds chunks of %d other configuration(s) (analysis code, models, "
+            "cuts, mode or library versions differ): they are not reused",
+            config.checkpoint,
+            len(others),
+        )
+    return checkpointer
+
+
 def _execute(
-    config: RunConfig, analysis: Analysis, spec: dict, resolved: ResolvedFileset, proc: AnalysisProcessor
-) -> tuple[dict, float, float, list[float] | None]:
-    """Run coffea's Runner; return (output, start-up s, processing wall s, worker peak RSS)."""
+    config: RunConfig,
+    analysis: Analysis,
+    spec: dict,
+    resolved: ResolvedFileset,
+    proc: AnalysisProcessor,
+    checkpointer: IdentityCheckpointer | None,
+) -> tuple[dict, tuple]:
+    """Run coffea's Runner; return (output, (start-up s, processing wall s, worker peak RSS))."""
     schema = SCHEMA_CLASSES[analysis.input_flavour(spec.get("inputs")).schema]
-    checkpointer = processor.SimpleCheckpointer(str(config.checkpoint)) if config.checkpoint else None
     start = time.perf_counter()
     with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
         startup = time.perf_counter() - start  # local cluster start, not event processing
-        runner = processor.Runner(
+        runner = HepsieveRunner(
             executor=ex,
             schema=schema,
             chunksize=config.chunksize,
@@ -163,20 +228,23 @@ def _execute(
             checkpointer=checkpointer,
             format=spec.get("format", "root"),
             metadata_cache=metadata_cache(resolved, spec["tree"]),
+            skipbadfiles=(ChunkReadError,) if config.skip_bad_files else False,
         )
         # uproot's default array cache (100 MB per file) copies every column it reads; coffea
         # reads each column of a chunk once, so the copies bought nothing (measured: ~0.1 us
         # of ~1 us per UCI HIGGS event)
         uproot_options = {"array_cache": None} if runner.format == "root" else {}
+        quiet = not log.isEnabledFor(logging.DEBUG)
         try:
-            with quiet_console(not config.progress):
+            with quiet_console(not config.progress), quiet_tracebacks(quiet):
                 output = runner(resolved.fileset, proc, treename=spec["tree"], uproot_options=uproot_options)
-        except HepsieveError:
-            raise
         except Exception as err:
+            ours = hepsieve_cause(err)
+            if ours is not None:
+                raise ours from err
             raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
         elapsed = time.perf_counter() - start - startup
-        return output, startup, elapsed, worker_peak_rss_mb(ex)
+        return output, (startup, elapsed, worker_peak_rss_mb(ex))
 
 
 def _record(
@@ -185,85 +253,146 @@ def _record(
     resolved: ResolvedFileset,
     spec: dict,
     proc: AnalysisProcessor,
-    timing: tuple[float, float, list[float] | None],
+    timing: tuple,
     accounting: dict,
 ) -> RunRecord:
     startup, elapsed, worker_rss = timing
     n_events = sum(v["processed"] for v in accounting.values())
     ref = config.analysis if isinstance(config.analysis, str) else analysis.name
+    lost = [
+        f"{f} ({n} entries lost: a chunk could not be read)"
+        for v in accounting.values()
+        for f, n in v["lost"].items()
+    ]
     return RunRecord(
-        command=" ".join(sys.argv),
-        analysis=analysis.name,
-        analysis_ref=ref,
-        mode=config.mode,
+        command=" ".join(sys.argv), analysis=analysis.name, analysis_ref=ref, mode=config.mode,
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k != "analysis"}
         | {"analysis": ref},
-        is_toy=resolved.is_toy,
-        data_dir=str(Path(config.data_dir).resolve()),
+        is_toy=resolved.is_toy, data_dir=str(Path(config.data_dir).resolve()),
         fileset={ds: list(v["files"]) for ds, v in resolved.fileset.items()},
         datasets_meta={ds: v["metadata"] for ds, v in resolved.fileset.items()},
         fileset_sha256=_fileset_hash(resolved),
-        lumi_pb=spec.get("lumi_pb"),
-        skipped_files=resolved.skipped,
+        processes=spec.get("processes"), lumi_pb=spec.get("lumi_pb"),
+        skipped_files=resolved.skipped + (lost if config.maxchunks is None else []),
         accounting=accounting,
-        models={
-            s.name: {"card": str(s.card.path), "feature_set": s.feature_set, "onnx_sha256": s.hashes}
-            for s in proc.scorers
-        },
-        score_cut=proc.score_cut,
-        events=n_events,
-        executor_start_s=startup,
-        wall_s=elapsed,
-        events_per_s=n_events / elapsed if elapsed > 0 else None,
-        worker_max_rss_mb=worker_rss,
-    )
+        models={s.name: {"card": str(s.card.path), "feature_set": s.feature_set, "onnx_sha256": s.hashes}
+                for s in proc.scorers},
+        score_cut=proc.score_cut, events=n_events, executor_start_s=startup, wall_s=elapsed,
+        events_per_s=n_events / elapsed if elapsed > 0 else None, worker_max_rss_mb=worker_rss,
+    )  # fmt: skip
 
 
-def run(config: RunConfig) -> RunResult:
-    """Run ``config.analysis``; return the results and write them to ``out_dir`` if given."""
+def collect_features(output: dict, run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Gather the chunks' feature files into ``run_dir/features``; return the manifest.
+
+    Every file a chunk result references (written now, or by a checkpointed earlier run) is
+    placed under ``features/<dataset>/`` and checked to hold its rows. The directory is new
+    (atomic outputs) and chunk files are named by file and entry range, so the export holds
+    each event exactly once.
+    """
+    manifest: dict[str, list[dict[str, Any]]] = {}
+    for dataset, files in sorted(output.get("feature_files", {}).items()):
+        for path, rows in sorted(files.items()):
+            src, dst = Path(path), run_dir / "features" / dataset / Path(path).name
+            if src.resolve() != dst.resolve():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            if pq.ParquetFile(dst).metadata.num_rows != rows:
+                raise CutflowMismatchError(f"{dst}: holds a different number of rows than its chunk exported")
+            manifest.setdefault(dataset, []).append({"file": str(dst.relative_to(run_dir)), "events": rows})
+    return manifest
+
+
+def _prepare(config: RunConfig) -> tuple[Analysis, dict, Inputs]:
     analysis = get_analysis(config.analysis)
     if config.executor != "iterative":
         ship_by_value(analysis)
     spec = load_fileset_spec(config.fileset or analysis.name)
-    flavour = analysis.input_flavour(spec.get("inputs"))
-    resolved = resolve_fileset(
-        spec, config.data_dir, flavour, datasets=config.datasets, skip_bad_files=config.skip_bad_files
-    )
-    out_dir = None if config.out_dir is None else Path(config.out_dir)
-    features_dir = None if out_dir is None else out_dir / "features"
-    proc = AnalysisProcessor(
-        analysis,
-        _scorers(config, analysis),
-        mode=config.mode,
-        features_dir=features_dir,
-        score_cut=config.score_cut,
-    )
-    log.info(
-        "%s: %d datasets, %d entries, executor=%s workers=%d chunksize=%d",
-        analysis.name,
-        len(resolved.fileset),
-        resolved.total_entries,
-        config.executor,
-        config.workers,
-        config.chunksize,
-    )
-    output, startup, elapsed, worker_rss = _execute(config, analysis, spec, resolved, proc)
-    cutflow = output.get("cutflow", {})
-    accounting = check_accounting(cutflow, resolved, complete=config.maxchunks is None)
-    record = _record(config, analysis, resolved, spec, proc, (startup, elapsed, worker_rss), accounting)
+    if config.checkpoint is not None:
+        check_writable_dir(Path(config.checkpoint), "--checkpoint")
+    return analysis, spec, analysis.input_flavour(spec.get("inputs"))
+
+
+def run(config: RunConfig) -> RunResult:
+    """Run ``config.analysis``; return the results and write them to ``out_dir`` if given.
+
+    The outputs are written into a temporary sibling of ``out_dir`` and moved into place only
+    when complete; a failed run leaves ``out_dir`` as it was.
+    """
+    analysis, spec, flavour = _prepare(config)
+    with output_dir(config.out_dir) if config.out_dir is not None else contextlib.nullcontext() as target:
+        resolved = resolve_fileset(
+            spec,
+            config.data_dir,
+            flavour,
+            datasets=config.datasets,
+            skip_bad_files=config.skip_bad_files,
+            content_ids=config.checkpoint is not None,
+        )
+        proc = AnalysisProcessor(
+            analysis,
+            _scorers(config, analysis),
+            mode=config.mode,
+            score_cut=config.score_cut,
+            variations=config.variations,
+        )
+        check_variation_metadata(analysis, resolved, proc.variations)
+        checkpointer = _checkpointer(config, analysis, proc)
+        if target is not None:
+            proc.features_dir = str((checkpointer.dir if checkpointer else target.tmp) / "features")
+        log.info(
+            "%s: %d datasets, %d entries, executor=%s workers=%d chunksize=%d",
+            analysis.name,
+            len(resolved.fileset),
+            resolved.total_entries,
+            config.executor,
+            config.workers,
+            config.chunksize,
+        )
+        output, timing = _execute(config, analysis, spec, resolved, proc, checkpointer)
+        result = _finish(config, analysis, spec, resolved, proc, output, timing, target)
+    if target is not None:
+        result.files = [target.out / f.name for f in result.files]
+    _report(result, resolved)
+    return result
+
+
+def _finish(
+    config: RunConfig,
+    analysis: Analysis,
+    spec: dict,
+    resolved: ResolvedFileset,
+    proc: AnalysisProcessor,
+    output: dict,
+    timing: tuple,
+    target: OutputDir | None,
+) -> RunResult:
+    """Account for every entry, build the run record, write and commit the outputs."""
+    accounting = check_accounting(output, resolved, config.maxchunks is None, config.skip_bad_files)
+    record = _record(config, analysis, resolved, spec, proc, timing, accounting)
+    record.reused_chunks = int(output.get("reused_chunks", 0)) if config.checkpoint else None
     if proc.scorers and {"signal", "background"} <= set(analysis.categories.names):
         record.auc_from_histograms = auc_from_histograms(output["histograms"])
-        log.info("AUC from the score histograms: %s", record.auc_from_histograms)
-    if config.mode == "features":
-        record.feature_files = {ds: sorted(files) for ds, files in output.get("feature_files", {}).items()}
-    files = [] if out_dir is None else write_outputs(out_dir, output.get("histograms"), cutflow, record)
-    log.info("cutflow:\n%s", cutflow_table(cutflow))
+    attach_fills(output.get("histograms", {}), output.get("fills", {}))
+    files: list[Path] = []
+    if target is not None:
+        if config.mode == "features":
+            record.feature_files = collect_features(output, target.tmp)
+        files = write_outputs(target.tmp, output.get("histograms"), output.get("cutflow", {}), record)
+        target.commit()
+    return RunResult(output.get("histograms", {}), output.get("cutflow", {}), record, files)
+
+
+def _report(result: RunResult, resolved: ResolvedFileset) -> None:
+    record = result.record
+    log.info("cutflow:\n%s", cutflow_table(result.cutflow))
     log.info(
         "processed %d events in %.1f s (%.0f events/s)",
         record.events,
         record.wall_s,
         record.events_per_s or 0,
     )
-    if resolved.skipped:
-        log.warning("left out of this run:\n  %s", "\n  ".join(resolved.skipped))
-    return RunResult(output.get("histograms", {}), cutflow, record, files)
+    if record.auc_from_histograms:
+        log.info("AUC from the score histograms: %s", record.auc_from_histograms)
+    if record.skipped_files:
+        log.warning("left out of this run:\n  %s", "\n  ".join(record.skipped_files))

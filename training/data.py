@@ -8,22 +8,58 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from hepsieve.processors.errors import ConfigurationError, InputFileError
+from hepsieve.processors.provenance import RunRecord
 from hepsieve.training.kinds import NEGATIVE_WEIGHT_POLICIES
 
 log = logging.getLogger(__name__)
 
 
+def feature_files(features_dir: str | Path) -> list[Path]:
+    """Return the feature files a ``--mode features`` run lists in its manifest (run.json).
+
+    ``features_dir`` is the run's output directory or its ``features/``. Each file must hold
+    the events the manifest says; Parquet files the manifest does not list are ignored (and
+    named), so an export is read exactly once whatever else lies in the directory.
+    """
+    path = Path(features_dir)
+    run_dir = path if (path / "run.json").is_file() else path.parent
+    if not (run_dir / "run.json").is_file():
+        raise InputFileError(
+            f"{path}: no run.json manifest next to it; pass the --out directory (or its "
+            "features/) of `hepsieve run <analysis> --mode features`"
+        )
+    manifest = RunRecord.read(run_dir).feature_files
+    if not manifest:
+        raise InputFileError(f"{run_dir}: not a --mode features run (its run.json lists no feature files)")
+    files = []
+    for entries in manifest.values():
+        for entry in entries:
+            file = run_dir / entry["file"]
+            rows = pq.ParquetFile(file).metadata.num_rows if file.is_file() else None
+            if rows != entry["events"]:
+                raise InputFileError(
+                    f"{file}: the manifest of {run_dir} lists {entry['events']} events, "
+                    f"the file {'is missing' if rows is None else f'holds {rows}'}"
+                )
+            files.append(file)
+    extra = sorted(set((run_dir / "features").rglob("*.parquet")) - set(files))
+    if extra:
+        log.warning(
+            "%d Parquet file(s) under %s are not in the run's manifest: ignored (e.g. %s)",
+            len(extra),
+            run_dir / "features",
+            extra[0],
+        )
+    return files
+
+
 def load_features(features_dir: str | Path, feature_names: tuple[str, ...]) -> pd.DataFrame:
     """Return the simulated rows (label 0/1) of a feature export, with the needed columns."""
     path = Path(features_dir)
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else []
-    if not files:
-        raise InputFileError(
-            f"no feature Parquet files under {path}; export them with "
-            "`hepsieve run <analysis> --mode features --out DIR` and pass DIR/features"
-        )
+    files = feature_files(path)
     dataset = pads.dataset([str(f) for f in files], format="parquet")
     needed = [*feature_names, "weight", "label", "event", "dataset"]
     missing = [c for c in needed if c not in dataset.schema.names]

@@ -27,6 +27,7 @@ from hepsieve.processors.analysis import (
     branch_types,
     histogram,
 )
+from hepsieve.processors.errors import DataValueError
 
 # --- schema of the UCI file (SCHEMAS.md section 5) and of its ROOT/Parquet chunks ---
 TREE = "higgs"
@@ -51,8 +52,12 @@ def weights(events: ak.Array, objects: ak.Array, meta: Mapping) -> np.ndarray:
 
 
 def labels(events: ak.Array) -> np.ndarray:
-    """Return the UCI label (1 signal, 0 background) per event."""
-    return ak.to_numpy(events.label).astype(np.int8)
+    """Return the UCI label (1 signal, 0 background) per event; DataValueError for any other."""
+    label = ak.to_numpy(events.label)
+    bad = np.flatnonzero((label != 0) & (label != 1))
+    if len(bad):
+        raise DataValueError(f"{len(bad)} label(s) neither 0 nor 1 (e.g. {label[bad[0]]})", bad)
+    return label.astype(np.int8)
 
 
 def categorize(events: ak.Array) -> dict[str, np.ndarray]:

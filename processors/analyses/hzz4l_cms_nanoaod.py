@@ -31,6 +31,16 @@ order): an event of primary dataset k counts only if it fires k's paths and none
 earlier one's, so an event in DoubleEG and DoubleMuon is counted once. Simulation needs any
 path of the table (or no table). The analysis reads the dataset metadata from
 ``events.metadata``, which coffea's NanoEvents carry.
+
+Variations (simulation): the luminosity (fileset ``lumi_uncertainty``); the generator-level
+weights where a file has them: renormalisation and factorisation scales from
+``LHEScaleWeight`` (μR, μF = 2 and 1/2 with the other scale at 1), initial- and final-state
+shower from ``PSWeight`` (ISR, FSR = 2 and 1/2); pile-up from NanoAOD-tools'
+``puWeightUp/Down`` over ``puWeight`` where the file has them (``puWeight`` is then part of the
+nominal weight). Events without the branch's weights get a factor 1 (the variation is then
+absent, not invented); an unexpected number of weights is an error naming the branch. Shape
+variation: the lepton momentum scale (muons 0.1 %, electrons 0.3 %, as cms-hzz4l), which
+moves pT before the lepton selection and re-runs it.
 """
 
 from __future__ import annotations
@@ -52,14 +62,17 @@ from hepsieve.processors.analysis import (
     FileSum,
     Inputs,
     Scoring,
+    ShapeVariation,
     Step,
     Style,
     Tools,
     Weights,
+    WeightVariation,
     branch_types,
     histogram,
+    relative_variation,
 )
-from hepsieve.processors.errors import ConfigurationError
+from hepsieve.processors.errors import ConfigurationError, DataValueError
 
 # --- schema (SCHEMAS.md section 6) and the metadata keys of the fileset ---
 TREE = "Events"
@@ -97,6 +110,16 @@ VBF_MIN_JETS = 2
 CHANNELS = {44: "4e", 48: "2e2mu", 52: "4mu"}  # sum of the four leptons' |pdgId|
 CATEGORIES = tuple(f"{jets}_{ch}" for jets in ("vbf", "untagged") for ch in CHANNELS.values())
 VBF_CATEGORIES = tuple(c for c in CATEGORIES if c.startswith("vbf_"))
+# --- systematic uncertainties ---
+#: relative lepton momentum scale by |pdgId| (CMS H->ZZ->4l: muons ~0.1 %, electrons ~0.3 %)
+LEPTON_SCALE = {13: 0.001, 11: 0.003}
+#: generator weights (w_var / w_nominal): branch -> {number of weights: {variation: (up, down)}}
+#: (LHEScaleWeight [k] = muR x muF in {0.5, 1, 2}^2, row-major; 8 weights: the nominal [4] left out)
+GENERATOR_WEIGHTS = {
+    "LHEScaleWeight": {9: {"muR": (7, 1), "muF": (5, 3)}, 8: {"muR": (6, 1), "muF": (4, 3)}},
+    "PSWeight": {4: {"isr": (2, 0), "fsr": (3, 1)}},  # [0] ISR=0.5, [1] FSR=0.5, [2] ISR=2, [3] FSR=2
+}
+PILEUP_WEIGHT = "puWeight"  # NanoAOD-tools' pile-up weight, with puWeightUp / puWeightDown
 
 #: candidate-level steps in order: (step name, cutflow label)
 CANDIDATE_STEPS = (
@@ -129,9 +152,12 @@ def _flat(x: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.flatten(x, axis=1))
 
 
-def good_muons(muons: ak.Array) -> np.ndarray:
-    """Return the identified, isolated muons as a flat mask over all muons of the chunk."""
-    pt = _flat(muons.pt)
+def good_muons(muons: ak.Array, pt: np.ndarray | None = None) -> np.ndarray:
+    """Return the identified, isolated muons as a flat mask over all muons of the chunk.
+
+    ``pt``: flat muon pT [GeV] to cut on instead of the file's (a momentum-scale variation).
+    """
+    pt = _flat(muons.pt) if pt is None else pt
     return (
         _flat(muons.looseId)
         & (pt > MUON_PT_MIN)
@@ -143,9 +169,12 @@ def good_muons(muons: ak.Array) -> np.ndarray:
     )
 
 
-def good_electrons(electrons: ak.Array) -> np.ndarray:
-    """Return the identified, isolated electrons as a flat mask over all electrons of the chunk."""
-    pt = _flat(electrons.pt)
+def good_electrons(electrons: ak.Array, pt: np.ndarray | None = None) -> np.ndarray:
+    """Return the identified, isolated electrons as a flat mask over all electrons of the chunk.
+
+    ``pt``: flat electron pT [GeV] to cut on instead of the file's (a momentum-scale variation).
+    """
+    pt = _flat(electrons.pt) if pt is None else pt
     return (
         (_flat(electrons.cutBased) >= ELECTRON_ID_MIN)
         & (pt > ELECTRON_PT_MIN)
@@ -168,25 +197,31 @@ class LeptonTable:
     counts: np.ndarray
 
 
-def _good_columns(coll: ak.Array, good: np.ndarray, pdg: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Return the flat columns of the good objects of one collection and each one's event."""
+def _good_columns(coll: ak.Array, pdg: int, scale: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Return the flat columns of the good leptons of one collection and each one's event.
+
+    ``scale``: factor on pT (1: nominal), applied before the selection.
+    """
     counts = ak.to_numpy(ak.num(coll.pt, axis=1))
-    cols = {f: _flat(coll[f])[good] for f in ("pt", "eta", "phi", "mass")}
+    pt = _flat(coll.pt) * np.float32(scale) if scale != 1.0 else _flat(coll.pt)
+    good = good_muons(coll, pt) if pdg == 13 else good_electrons(coll, pt)
+    cols = {f: _flat(coll[f])[good] for f in ("eta", "phi", "mass")} | {"pt": pt[good]}
     cols["charge"] = _flat(coll.charge)[good].astype(np.int8)
     cols["pdg"] = np.full(np.count_nonzero(good), pdg, dtype=np.int8)
     return cols, np.repeat(np.arange(len(counts)), counts)[good]
 
 
-def lepton_table(muons: ak.Array, electrons: ak.Array) -> LeptonTable:
+def lepton_table(muons: ak.Array, electrons: ak.Array, direction: int = 0) -> LeptonTable:
     """Return the good muons and electrons of a chunk, merged per event, as a :class:`LeptonTable`.
 
     Each event's muons come first, then its electrons; the merged position of every lepton is
-    computed from the per-event counts (no sort).
+    computed from the per-event counts (no sort). ``direction`` +1/-1: lepton pT scaled by
+    1 ± :data:`LEPTON_SCALE` before the selection.
     """
     n = len(muons)
     parts = [
-        _good_columns(muons, good_muons(muons), 13),
-        _good_columns(electrons, good_electrons(electrons), 11),
+        _good_columns(muons, 13, 1.0 + direction * LEPTON_SCALE[13]),
+        _good_columns(electrons, 11, 1.0 + direction * LEPTON_SCALE[11]),
     ]
     n_good = [np.bincount(owner, minlength=n) for _, owner in parts]
     counts = n_good[0] + n_good[1]
@@ -403,19 +438,28 @@ def candidates(leptons: LeptonTable) -> ak.Array:
     from coffea.nanoevents.methods import candidate
 
     cols = {k: v for k, v in leptons.columns.items() if k != "pdg"}
+    cols = {"pt": cols.pop("pt"), **cols}  # field order as in the files
     return ak.unflatten(
         ak.zip(cols, with_name="PtEtaPhiMCandidate", behavior=candidate.behavior), leptons.counts
     )
 
 
-def objects(events: ak.Array) -> FourLeptons:
-    """Return the chunk's object record (once per chunk, on every event)."""
+def objects(events: ak.Array, direction: int = 0) -> FourLeptons:
+    """Return the chunk's object record (once per chunk, on every event).
+
+    ``direction`` +1/-1: with the lepton momentum scale varied up/down (:func:`lepton_table`).
+    """
     meta = events.metadata
-    table = lepton_table(events.Muon, events.Electron)
+    table = lepton_table(events.Muon, events.Electron, direction)
     lepton_flags, best = four_lepton_selection(table)
     hlt = events.HLT if "HLT" in events.fields else ak.Array(np.zeros(len(events)))
     flags = {"trigger": trigger_mask(hlt, meta), "golden": golden_mask(events, meta), **lepton_flags}
     return FourLeptons(flags, best, candidates(table))
+
+
+def lepton_scale(events: ak.Array, record: FourLeptons, meta: Mapping, direction: int) -> tuple:
+    """Return the events and their object record made again with the lepton momentum scale varied."""
+    return events, objects(events, direction)
 
 
 def weights(events: ak.Array, objects: FourLeptons, meta: Mapping) -> np.ndarray:
@@ -429,7 +473,59 @@ def weights(events: ak.Array, objects: FourLeptons, meta: Mapping) -> np.ndarray
             f"come from the fileset, {SUMW_KEY} from the files' {RUNS_TREE} trees)"
         )
     scale = float(meta["xsec_pb"]) * float(meta.get("br", 1.0)) * float(meta["lumi_pb"]) / meta[SUMW_KEY]
-    return ak.to_numpy(events.genWeight).astype(np.float64) * scale
+    w = ak.to_numpy(events.genWeight).astype(np.float64) * scale
+    return w * ak.to_numpy(events[PILEUP_WEIGHT]) if PILEUP_WEIGHT in events.fields else w
+
+
+def _generator_factor(branch: str, variation: str, up: bool):
+    """Return the factor function of one generator-weight variation (1 where the file has none)."""
+
+    def factor(events: ak.Array, objects: FourLeptons, meta: Mapping) -> np.ndarray | float:
+        if branch not in events.fields:
+            return 1.0
+        weights = events[branch]
+        n = ak.to_numpy(ak.num(weights, axis=1))
+        unknown = sorted(set(np.unique(n)) - {0, *GENERATOR_WEIGHTS[branch]})
+        if unknown:
+            raise DataValueError(
+                f"{branch} has {unknown[0]} weights per event; the {variation} variation reads "
+                f"{' or '.join(map(str, GENERATOR_WEIGHTS[branch]))} (or none)"
+            )
+        out = np.ones(len(n))
+        for length, table in GENERATOR_WEIGHTS[branch].items():
+            rows = n == length
+            if rows.any():
+                out[rows] = ak.to_numpy(weights[rows][:, table[variation][0 if up else 1]])
+        return out
+
+    return factor
+
+
+def _pileup_factor(direction: str):
+    def factor(events: ak.Array, objects: FourLeptons, meta: Mapping) -> np.ndarray | float:
+        name = f"{PILEUP_WEIGHT}{direction}"
+        if name not in events.fields or PILEUP_WEIGHT not in events.fields:
+            return 1.0
+        nominal = ak.to_numpy(events[PILEUP_WEIGHT]).astype(np.float64)
+        return np.divide(ak.to_numpy(events[name]), nominal, out=np.ones(len(nominal)), where=nominal != 0)
+
+    return factor
+
+
+WEIGHT_VARIATIONS = (
+    relative_variation("lumi", "lumi_uncertainty", "integrated luminosity"),
+    *(
+        WeightVariation(
+            name,
+            _generator_factor(branch, name, True),
+            _generator_factor(branch, name, False),
+            f"{branch}: {name} x2 / x1/2 (where present)",
+        )
+        for branch, tables in GENERATOR_WEIGHTS.items()
+        for name in next(iter(tables.values()))
+    ),
+    WeightVariation("pileup", _pileup_factor("Up"), _pileup_factor("Down"), "puWeightUp/Down if present"),
+)
 
 
 def _flag(name: str):
@@ -558,7 +654,11 @@ INPUTS = Inputs(
     event_id="event",
     branches=BRANCHES,
     mc_branches=branch_types("float", "genWeight"),
-    optional={"Jet_jetId": "var * int"},
+    optional={
+        "Jet_jetId": "var * int",
+        **{b: k for g in GENERATOR_WEIGHTS for b, k in ((f"n{g}", "int"), (g, "var * float"))},
+        **branch_types("float", PILEUP_WEIGHT, f"{PILEUP_WEIGHT}Up", f"{PILEUP_WEIGHT}Down"),
+    },
     file_sums=(FileSum(SUMW_KEY, RUNS_TREE, ("genEventSumw", "genEventSumw_")),),
     dataset_branches=dataset_branches,
     metadata_files=(LUMI_MASK_KEY,),
@@ -570,7 +670,10 @@ ANALYSIS = Analysis(
     inputs=INPUTS,
     objects=objects,
     selection=SELECTION,
-    weights=Weights(weights),
+    weights=Weights(weights, variations=WEIGHT_VARIATIONS),
+    shape_variations=(
+        ShapeVariation("lepton_scale", lepton_scale, "lepton momentum scale (0.1 % mu, 0.3 % e)"),
+    ),
     observables=observables,
     categories=Categories(CATEGORIES, categorize),
     features={

@@ -20,21 +20,25 @@ MC = ["VBF_HToZZTo4L", "ZZTo4L", "DYJetsToLL_M-50", "TTTo2L2Nu"]
 def _read(path):
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
-    return NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+    return NanoEventsFactory.from_root(
+        {str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager"
+    ).events()
 
 
 def test_events_and_runs_trees_in_the_nanoaod_layout(nano_toy_dir):
     with uproot.open(nano_toy_dir / "ZZTo4L_0.root") as fin:
         events, runs = fin["Events"], fin["Runs"]
-        for name in ("run", "luminosityBlock", "event", "genWeight", "nMuon", "Muon_pt", "Muon_sip3d",
-                     "nElectron", "Electron_cutBased", "nJet", "Jet_jetId", "MET_pt", "HLT_TripleMu_12_10_5"):  # fmt: skip
+        for name in (
+            *("run", "luminosityBlock", "event", "genWeight", "nMuon", "Muon_pt", "Muon_sip3d"),
+            *("nElectron", "Electron_cutBased", "nJet", "Jet_jetId", "MET_pt", "HLT_TripleMu_12_10_5"),
+        ):
             assert name in events, name
         assert events["Muon_pt"].interpretation.content.to_dtype == np.dtype(">f4")
         assert events["event"].interpretation.to_dtype == np.dtype(">u8")
         assert set(runs.keys()) >= {"run", "genEventSumw", "genEventCount"}
         counts = events["nMuon"].array(library="np")
         assert np.array_equal(counts, ak.num(events["Muon_pt"].array()).to_numpy())
-        assert 1 <= events.num_baskets  # clusters of <= 100k entries
+        assert events.num_baskets >= 1  # clusters of <= 100k entries
         assert max(b.num_entries for b in [events["run"]]) <= toy.BATCH
 
 
@@ -65,7 +69,9 @@ def test_runs_sums_split_over_files_add_up_to_the_one_file_sum(tmp_path):
     # the Runs tree counts every generated event, also those the 4-lepton skim did not write
     assert total > written.astype(np.float64).sum() * 1.05
     a = uproot.open(one / "VBF_HToZZTo4L_0.root")["Events"].arrays(["event", "Muon_pt"])
-    b = [uproot.open(two / f"VBF_HToZZTo4L_{k}.root")["Events"].arrays(["event", "Muon_pt"]) for k in range(2)]
+    b = [
+        uproot.open(two / f"VBF_HToZZTo4L_{k}.root")["Events"].arrays(["event", "Muon_pt"]) for k in range(2)
+    ]
     assert ak.to_list(a) == ak.to_list(ak.concatenate(b))  # the same events, split
 
 
@@ -91,7 +97,9 @@ def test_pseudo_data_overlaps_between_primary_datasets_and_lies_partly_outside_t
     ids = {}
     for pd in ("DoubleEG", "DoubleMuon", "MuonEG"):
         tree = uproot.open(tmp_path / f"{pd}_0.root")["Events"]
-        assert "genWeight" not in tree and "genEventSumw" not in uproot.open(tmp_path / f"{pd}_0.root")["Runs"]
+        assert (
+            "genWeight" not in tree and "genEventSumw" not in uproot.open(tmp_path / f"{pd}_0.root")["Runs"]
+        )
         arr = tree.arrays(["run", "luminosityBlock", "event"], library="np")
         ids[pd] = set(zip(arr["run"], arr["luminosityBlock"], arr["event"], strict=True))
     assert ids["DoubleEG"] & ids["DoubleMuon"]  # 2e2mu events fire both: the same event twice

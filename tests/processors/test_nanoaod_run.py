@@ -13,8 +13,16 @@ import pytest
 import uproot
 
 from hepsieve.datasets.toys import cms_hzz4l_nanoaod as toy
-from hepsieve.processors import ConfigurationError, InputFileError, ModelCardError, RunConfig, run
+from hepsieve.processors import (
+    ConfigurationError,
+    DataValueError,
+    InputFileError,
+    ModelCardError,
+    RunConfig,
+    run,
+)
 from hepsieve.processors.analyses import hzz4l_cms_nanoaod as nano
+from hepsieve.processors.analysis import nominal
 
 SPEC = json.loads((Path(toy.__file__).parents[1] / "fileset_specs" / "cms_hzz4l_nanoaod.json").read_text())
 SIGNAL_AND_ZZ = ["VBF_HToZZTo4L", "ZZTo4L"]
@@ -26,7 +34,12 @@ def _run(data_dir, **kw):
 
 
 def _fileset(tmp_path: Path, datasets: dict, **top) -> Path:
-    spec = {"tree": "Events", "lumi_pb": SPEC["lumi_pb"], "metadata": SPEC["metadata"] | top, "datasets": datasets}
+    spec = {
+        "tree": "Events",
+        "lumi_pb": SPEC["lumi_pb"],
+        "metadata": SPEC["metadata"] | top,
+        "datasets": datasets,
+    }
     path = tmp_path / "fileset.json"
     path.write_text(json.dumps(spec))
     return path
@@ -46,12 +59,12 @@ def one_and_two_files(tmp_path_factory):
 
 
 def test_split_dataset_gives_the_same_normalised_histograms(one_and_two_files):
-    single, split, _, two = one_and_two_files
+    single, split, _, _ = one_and_two_files
     assert len(split.record.fileset["VBF_HToZZTo4L"]) == 2
     for name, h in single.histograms.items():
         assert np.allclose(h.values(), split.histograms[name].values(), rtol=1e-10, atol=0), name
         assert np.allclose(h.variances(), split.histograms[name].variances(), rtol=1e-10, atol=0), name
-    assert single.histograms["m4l"].sum().value > 0
+    assert nominal(single.histograms["m4l"]).sum().value > 0
     for ds in ("VBF_HToZZTo4L", "DYJetsToLL_M-50"):
         total = split.record.datasets_meta[ds]["genEventSumw"]
         per_file = [
@@ -61,7 +74,7 @@ def test_split_dataset_gives_the_same_normalised_histograms(one_and_two_files):
 
 
 def test_weights_are_genweight_xsec_lumi_over_the_datasets_sumw(one_and_two_files):
-    _, split, _, two = one_and_two_files
+    _, split, _, _ = one_and_two_files
     for ds in ("VBF_HToZZTo4L", "DYJetsToLL_M-50"):
         meta = split.record.datasets_meta[ds]
         gen = np.concatenate(
@@ -77,7 +90,7 @@ def test_weights_are_genweight_xsec_lumi_over_the_datasets_sumw(one_and_two_file
 def _strip(src: Path, dst: Path, drop: tuple[str, ...] = (), runs: dict | None = None) -> Path:
     """Copy a toy NanoAOD file without the branches ``drop`` (and with other Runs columns)."""
     with uproot.open(src) as fin:
-        events = fin["Events"].arrays([b for b in fin["Events"].keys() if b not in drop and not b.startswith("n")])
+        events = fin["Events"].arrays([b for b in fin["Events"] if b not in drop and not b.startswith("n")])
         runs = runs if runs is not None else fin["Runs"].arrays(library="np")
     columns = {name: events[name] for name in events.fields}
     groups: dict[str, dict] = {}
@@ -98,11 +111,20 @@ def test_data_needs_no_mc_branches_and_mc_files_fail_naming_them(nano_toy_dir, t
     _strip(src, tmp_path / "mc_nogen_0.root", drop=("genWeight",))
     _strip(src, tmp_path / "mc_noruns_0.root", runs={"run": np.array([1], np.uint32)})
     (tmp_path / toy.GOLDEN_JSON).write_text(json.dumps({"1": [[1, 100000]]}))
-    data = {"files": ["data_0.root"], "metadata": {"is_data": True, "role": "data", "primary_dataset": "DoubleMuon"}}
+    data = {
+        "files": ["data_0.root"],
+        "metadata": {"is_data": True, "role": "data", "primary_dataset": "DoubleMuon"},
+    }
     result = _run(tmp_path, fileset=_fileset(tmp_path, {"data": data}))
-    assert result.cutflow["data"]["input"]["n"] == 1500 and "genEventSumw" not in result.record.datasets_meta["data"]
+    assert (
+        result.cutflow["data"]["input"]["n"] == 1500
+        and "genEventSumw" not in result.record.datasets_meta["data"]
+    )
     for name, missing in (("mc_nogen", "genWeight"), ("mc_noruns", "genEventSumw")):
-        mc = {"files": [f"{name}_0.root"], "metadata": {"is_data": False, "role": "background", "xsec_pb": 1.0}}
+        mc = {
+            "files": [f"{name}_0.root"],
+            "metadata": {"is_data": False, "role": "background", "xsec_pb": 1.0},
+        }
         with pytest.raises(InputFileError, match=missing):
             _run(tmp_path, fileset=_fileset(tmp_path, {"mc": mc}))
 
@@ -111,7 +133,9 @@ def test_a_missing_needed_branch_is_named_with_the_files_nanoaod_version(tmp_pat
     toy.generate(tmp_path, events=200, seed=1, datasets=["ZZTo4L"], version="v15")
     _strip(tmp_path / "ZZTo4L_0.root", tmp_path / "broken_0.root", drop=("Muon_sip3d",))
     mc = {"files": ["broken_0.root"], "metadata": {"is_data": False, "role": "background", "xsec_pb": 1.0}}
-    with pytest.raises(InputFileError, match=r"lacks branch\(es\) Muon_sip3d; the file looks like NanoAOD >= v15"):
+    with pytest.raises(
+        InputFileError, match=r"lacks branch\(es\) Muon_sip3d; the file looks like NanoAOD >= v15"
+    ):
         _run(tmp_path, fileset=_fileset(tmp_path, {"mc": mc}))
 
 
@@ -130,7 +154,12 @@ def _lepton(pt, eta, phi, charge, **kw) -> dict:
 
 
 #: a clean 4mu event (Z1 ~ 91, Z2 ~ 30 GeV), every selection step passed
-GOOD_4MU = [_lepton(50, 0.1, 0.2, 1), _lepton(45, -0.4, 2.9, -1), _lepton(25, 1.2, -1.5, 1), _lepton(15, 0.6, -2.4, -1)]
+GOOD_4MU = [
+    _lepton(50, 0.1, 0.2, 1),
+    _lepton(45, -0.4, 2.9, -1),
+    _lepton(25, 1.2, -1.5, 1),
+    _lepton(15, 0.6, -2.4, -1),
+]
 
 
 def _hand_built(path: Path, ids: list[tuple[int, int, int]], fired: dict[str, list[bool]]) -> Path:
@@ -159,12 +188,15 @@ def test_golden_json_keeps_exactly_the_certified_lumi_sections(tmp_path):
            (297999, 1, 7)]  # fmt: skip
     _hand_built(tmp_path / "DoubleMuon_0.root", ids, {"DoubleMuon": [True] * len(ids)})
     (tmp_path / "golden.json").write_text(json.dumps({"297050": [[1, 80], [91, 200]], "297051": [[1, 4]]}))
-    data = {"files": ["DoubleMuon_0.root"], "metadata": {"is_data": True, "role": "data", "primary_dataset": "DoubleMuon"}}
+    data = {
+        "files": ["DoubleMuon_0.root"],
+        "metadata": {"is_data": True, "role": "data", "primary_dataset": "DoubleMuon"},
+    }
     result = _run(tmp_path, fileset=_fileset(tmp_path, {"DoubleMuon": data}, lumi_mask="golden.json"))
     steps = result.cutflow["DoubleMuon"]
     assert steps["input"]["n"] == 7 and steps["golden JSON (data)"]["n"] == 3  # lumis 1, 80, 91 of run 297050
     assert steps[nano.SELECTION[-1].label]["n"] == 3  # the rest of the selection keeps the good event
-    with pytest.raises(ConfigurationError, match="metadata 'lumi_mask': file .*nowhere.json not found"):
+    with pytest.raises(ConfigurationError, match=r"metadata 'lumi_mask': file .*nowhere\.json not found"):
         _run(tmp_path, fileset=_fileset(tmp_path, {"DoubleMuon": data}, lumi_mask="nowhere.json"))
 
 
@@ -174,17 +206,24 @@ def test_an_event_in_two_primary_datasets_is_counted_once(tmp_path):
     doubleeg = [(297050, 1, 1), (297050, 1, 2), (297050, 1, 4)]
     doublemu = [(297050, 1, 1), (297050, 1, 2), (297050, 1, 3), (297050, 1, 5)]
     muoneg = [(297050, 1, 5)]
-    _hand_built(tmp_path / "DoubleEG_0.root", doubleeg, {"DoubleEG": [True] * 3, "DoubleMuon": [True, True, False]})
-    _hand_built(tmp_path / "DoubleMuon_0.root", doublemu, {"DoubleEG": [True, True, False, False], "DoubleMuon": [True] * 4, "MuonEG": [False, False, False, True]})  # fmt: skip
+    _hand_built(
+        tmp_path / "DoubleEG_0.root", doubleeg, {"DoubleEG": [True] * 3, "DoubleMuon": [True, True, False]}
+    )
+    fired = {"DoubleEG": [True, True, False, False], "DoubleMuon": [True] * 4, "MuonEG": [False] * 3 + [True]}
+    _hand_built(tmp_path / "DoubleMuon_0.root", doublemu, fired)
     _hand_built(tmp_path / "MuonEG_0.root", muoneg, {"DoubleMuon": [True], "MuonEG": [True]})
     (tmp_path / "golden.json").write_text(json.dumps({"297050": [[1, 10]]}))
-    datasets = {pd: {"files": [f"{pd}_0.root"], "metadata": {"is_data": True, "role": "data", "primary_dataset": pd}}
-                for pd in ("DoubleEG", "DoubleMuon", "MuonEG")}  # fmt: skip
+    datasets = {
+        pd: {"files": [f"{pd}_0.root"], "metadata": {"is_data": True, "role": "data", "primary_dataset": pd}}
+        for pd in ("DoubleEG", "DoubleMuon", "MuonEG")
+    }
     result = _run(tmp_path, fileset=_fileset(tmp_path, datasets, lumi_mask="golden.json"))
     passed = {pd: result.cutflow[pd]["HLT (primary-dataset overlap removed)"]["n"] for pd in datasets}
     assert passed == {"DoubleEG": 3, "DoubleMuon": 2, "MuonEG": 0}  # 1, 2, 4 | 3, 5 | -
     assert sum(passed.values()) == len(set(doubleeg + doublemu + muoneg))
-    total = sum(result.histograms["m4l"][{"dataset": pd}].sum().value for pd in datasets)
+    total = sum(
+        result.histograms["m4l"][{"dataset": pd, "variation": "nominal"}].sum().value for pd in datasets
+    )
     assert total == 5
     bad = {"DoubleEG": {**datasets["DoubleEG"], "metadata": {"is_data": True, "role": "data"}}}
     with pytest.raises(ConfigurationError, match="primary_dataset"):
@@ -203,9 +242,13 @@ def test_the_reduced_ntuple_models_score_the_nanoaod_vbf_category(nano_scored):
 
     models = nano_scored.record.models
     assert set(models) == {"mlp", "rf"} and all("cms_hzz4l" in m["card"] for m in models.values())
-    h = nano_scored.histograms["score_mlp"]
+    h = nominal(nano_scored.histograms["score_mlp"])
     sig = sum(h[{"dataset": "VBF_HToZZTo4L", "category": c}].values() for c in nano.VBF_CATEGORIES)
-    bkg = sum(h[{"dataset": d, "category": c}].values() for d in ("GluGluHToZZTo4L", "ZZTo4L") for c in nano.VBF_CATEGORIES)
+    bkg = sum(
+        h[{"dataset": d, "category": c}].values()
+        for d in ("GluGluHToZZTo4L", "ZZTo4L")
+        for c in nano.VBF_CATEGORIES
+    )
     _, _, auc = roc_from_counts(sig, bkg)
     assert auc > 0.85, auc  # a model trained on reduced-ntuple toys separates VBF on NanoAOD
     for c in nano.CATEGORIES:
@@ -213,15 +256,22 @@ def test_the_reduced_ntuple_models_score_the_nanoaod_vbf_category(nano_scored):
 
 
 def test_the_same_events_in_both_formats_give_the_same_scores(nano_toy_dir, nano_scored, tmp_path):
-    fileset = toy.write_reduced(nano_toy_dir, tmp_path, datasets=["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L"])
+    fileset = toy.write_reduced(
+        nano_toy_dir, tmp_path, datasets=["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L"]
+    )
     reduced = run(RunConfig("cms-hzz4l", tmp_path, fileset=fileset, executor="iterative", progress=False))
     for ds in ("VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L"):
         n_selected = nano_scored.cutflow[ds][nano.SELECTION[-1].label]["n"]
         assert reduced.cutflow[ds]["input"]["n"] == n_selected > 0
         for model in ("mlp", "rf"):
-            h_red = reduced.histograms[f"score_{model}"][{"dataset": ds, "category": "vbf"}]
+            h_red = reduced.histograms[f"score_{model}"][
+                {"dataset": ds, "category": "vbf", "variation": "nominal"}
+            ]
             h_nano = sum(
-                nano_scored.histograms[f"score_{model}"][{"dataset": ds, "category": c}] for c in nano.VBF_CATEGORIES
+                nano_scored.histograms[f"score_{model}"][
+                    {"dataset": ds, "category": c, "variation": "nominal"}
+                ]
+                for c in nano.VBF_CATEGORIES
             )
             assert h_red.sum().value > 0
             assert np.allclose(h_red.values(), h_nano.values(), rtol=1e-6)  # f_weight is float32 there
@@ -233,7 +283,10 @@ def test_the_same_events_in_both_formats_give_the_same_scores(nano_toy_dir, nano
 def test_cards_of_other_analyses_are_refused_and_units_are_checked(nano_toy_dir, tmp_path):
     from hepsieve.models.scorer import MODELS_DIR
 
-    with pytest.raises(ModelCardError, match="is for analysis 'atlas-hzz4l'.*applies models of 'cms-hzz4l-nanoaod', 'cms-hzz4l'"):
+    with pytest.raises(
+        ModelCardError,
+        match=r"is for analysis 'atlas-hzz4l'.*applies models of 'cms-hzz4l-nanoaod', 'cms-hzz4l'",
+    ):
         _run(nano_toy_dir, models_dir=MODELS_DIR / "atlas_hzz4l", datasets=["VBF_HToZZTo4L"])
     card = json.loads((MODELS_DIR / "cms_hzz4l" / "mlp.json").read_text())
     card["features"][0]["unit"] = "TeV"
@@ -249,8 +302,127 @@ def test_features_export_train_and_evaluate_on_nanoaod(nano_toy_dir, tmp_path):
     from hepsieve.training.train import train
 
     out = tmp_path / "features"
-    result = _run(nano_toy_dir, out_dir=out, mode="features", datasets=["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L"])
-    card = train("cms-hzz4l-nanoaod", out / "features", "mlp", tmp_path / "models", progress=False, hyper={"epochs": 6})
+    datasets = ["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L"]
+    result = _run(nano_toy_dir, out_dir=out, mode="features", datasets=datasets)
+    for ds in datasets:  # every event of the scored categories exported once
+        scored = sum(result.cutflow[ds][f"category {c}"]["n"] for c in nano.VBF_CATEGORIES)
+        assert sum(f["events"] for f in result.record.feature_files[ds]) == scored > 0
+    card = train(
+        "cms-hzz4l-nanoaod", out / "features", "mlp", tmp_path / "models", progress=False, hyper={"epochs": 6}
+    )
     assert json.loads(Path(card).read_text())["analysis"] == "cms-hzz4l-nanoaod"
     metrics = evaluate("cms-hzz4l-nanoaod", out / "features", tmp_path / "models", tmp_path / "evaluation")
     assert metrics["models"]["mlp"]["auc"] > 0.8
+
+
+# ------------------------------- variations: generator, pile-up, lumi, lepton scale ---------------
+def _hand_built_mc(path: Path, rng, n: int, extra: dict) -> np.ndarray:
+    """Simulated copies of the good 4mu event with random signed genWeights; return them."""
+    gen = rng.normal(1.0, 0.5, n).astype(np.float32)
+    columns = {
+        "run": [1] * n,
+        "luminosityBlock": [1] * n,
+        "event": list(range(n)),
+        "Muon": ak.Array([GOOD_4MU] * n),
+        "Electron": _empty_electrons(n),
+        "Jet": ak.Array([[{"pt": 40.0, "eta": 3.0, "phi": 1.0, "mass": 5.0, "jetId": 6}]] * n),
+        "genWeight": gen,
+        **{p: np.ones(n, bool) for p in SPEC["metadata"]["triggers"]["DoubleMuon"]},
+        **extra,
+    }
+    toy.write_nanoaod(path, columns, {"run": np.array([1], np.uint32), "genEventSumw": [2.0 * n]})
+    return gen.astype(np.float64)
+
+
+def _ragged(rng, lengths: list[int]) -> ak.Array:
+    return ak.Array([rng.uniform(0.5, 1.5, k).astype(np.float32) for k in lengths])
+
+
+def test_generator_and_pileup_weight_variations_are_the_files_weights(tmp_path):
+    rng = np.random.default_rng(3)
+    lengths = [9, 8] * 10  # NanoAOD writes 9 scale weights, or 8 without the nominal [4]
+    scale, ps = _ragged(rng, lengths), _ragged(rng, [4] * 20)
+    pu = {k: rng.uniform(0.5, 1.5, 20).astype(np.float32) for k in ("puWeight", "puWeightUp", "puWeightDown")}
+    gen = _hand_built_mc(tmp_path / "with_0.root", rng, 20, {"LHEScaleWeight": scale, "PSWeight": ps, **pu})
+    gen_none = _hand_built_mc(tmp_path / "without_0.root", rng, 5, {})
+    meta = {"is_data": False, "role": "background", "xsec_pb": 2.0, "lumi_uncertainty": 0.025}
+    datasets = {ds: {"files": [f"{ds}_0.root"], "metadata": meta} for ds in ("with", "without")}
+    result = _run(tmp_path, fileset=_fileset(tmp_path, datasets))
+    h = result.histograms["m4l"]
+
+    def total(ds, variation):
+        return h[{"dataset": ds, "variation": variation}].sum(flow=True).value
+
+    w_nominal = gen * pu["puWeight"] * 2.0 * SPEC["lumi_pb"] / 40.0  # puWeight is part of the nominal
+    assert total("with", "nominal") == pytest.approx(w_nominal.sum(), rel=1e-9)
+    nine = np.array(lengths) == 9
+    # the branch titles: [k] is muR x muF in {0.5, 1, 2}^2 row-major (8 weights: [4] left out);
+    # PSWeight [0] ISR=0.5, [1] FSR=0.5, [2] ISR=2, [3] FSR=2
+    where = {"muRUp": (7, 6), "muRDown": (1, 1), "muFUp": (5, 4), "muFDown": (3, 3)}
+    rows = ak.to_list(scale)
+    col = {k: np.array([w[i if nine[j] else i8] for j, w in enumerate(rows)]) for k, (i, i8) in where.items()}
+    col |= {
+        f"{v}{d}": ak.to_numpy(ps[:, i])
+        for v, d, i in (("isr", "Up", 2), ("isr", "Down", 0), ("fsr", "Up", 3), ("fsr", "Down", 1))
+    }
+    col |= {f"pileup{d}": pu[f"puWeight{d}"] / pu["puWeight"] for d in ("Up", "Down")}
+    col |= {"lumiUp": np.full(20, 1.025), "lumiDown": np.full(20, 0.975)}
+    for variation, factor in col.items():
+        assert total("with", variation) == pytest.approx((w_nominal * factor).sum(), rel=1e-6), variation
+        expected_none = 1.0 + {"lumiUp": 0.025, "lumiDown": -0.025}.get(variation, 0.0)
+        assert total("without", variation) == pytest.approx(
+            total("without", "nominal") * expected_none, rel=1e-9
+        )
+    assert total("without", "nominal") == pytest.approx(
+        gen_none.sum() * 2.0 * SPEC["lumi_pb"] / 10.0, rel=1e-9
+    )
+    assert result.cutflow["with"]["input"]["sumw"] == pytest.approx(w_nominal.sum(), rel=1e-9)  # nominal
+
+
+def test_an_unexpected_number_of_generator_weights_is_an_error_naming_the_branch(tmp_path):
+    rng = np.random.default_rng(4)
+    _hand_built_mc(tmp_path / "odd_0.root", rng, 4, {"PSWeight": _ragged(rng, [4, 4, 5, 4])})
+    meta = {"is_data": False, "role": "background", "xsec_pb": 2.0, "lumi_uncertainty": 0.025}
+    with pytest.raises(DataValueError, match="PSWeight has 5 weights per event; the isr variation reads 4"):
+        _run(tmp_path, fileset=_fileset(tmp_path, {"odd": {"files": ["odd_0.root"], "metadata": meta}}))
+
+
+def test_lepton_scale_moves_each_channels_m4l_by_its_scale(nano_toy_dir):
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    path = str(nano_toy_dir / "VBF_HToZZTo4L_0.root")
+    events = NanoEventsFactory.from_root({path: "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+    nom = nano.objects(events)
+    for direction in (+1, -1):
+        _, varied = nano.lepton_scale(events, nom, {}, direction)
+        both = np.isfinite(nom.best["m4l"]) & np.isfinite(varied.best["m4l"])
+        same_leptons = both & (varied.best["lep4_eta"] == nom.best["lep4_eta"])
+        ratio = varied.best["m4l"][same_leptons] / nom.best["m4l"][same_leptons]
+        for code, delta in ((52, nano.LEPTON_SCALE[13]), (44, nano.LEPTON_SCALE[11])):
+            rows = nom.best["sum_pdg"][same_leptons] == code
+            assert rows.sum() > 20
+            np.testing.assert_allclose(
+                ratio[rows], 1 + direction * delta, rtol=2e-6
+            )  # massive leptons: ~1e-7
+        mixed = nom.best["sum_pdg"][same_leptons] == 48
+        assert np.all((ratio[mixed] - 1) * direction > nano.LEPTON_SCALE[13] * 0.99)
+        assert np.all((ratio[mixed] - 1) * direction < nano.LEPTON_SCALE[11] * 1.01)
+    assert np.array_equal(nom.flags["four_leptons"], nano.objects(events).flags["four_leptons"])
+
+
+def test_lepton_scale_histograms_in_a_run_and_the_cutflow_stays_nominal(nano_scored):
+    h = nano_scored.histograms["m4l"][{"dataset": "VBF_HToZZTo4L"}]
+    names = list(nano_scored.histograms["m4l"].axes["variation"])
+    assert {"lepton_scaleUp", "lepton_scaleDown", "muRUp", "pileupDown", "lumiUp"} <= set(names)
+    centers = h.axes[-1].centers
+
+    def mean(variation):
+        values = h[{"variation": variation}].project(h.axes[-1].name).values()
+        return np.sum(values * centers) / np.sum(values)
+
+    assert mean("lepton_scaleDown") < mean("nominal") < mean("lepton_scaleUp")
+    n_cat = sum(nano_scored.cutflow["VBF_HToZZTo4L"][f"category {c}"]["n"] for c in nano.CATEGORIES)
+    assert h[{"variation": "nominal"}].sum().value == pytest.approx(
+        sum(nano_scored.cutflow["VBF_HToZZTo4L"][f"category {c}"]["sumw"] for c in nano.CATEGORIES), rel=1e-9
+    )
+    assert n_cat > 0
