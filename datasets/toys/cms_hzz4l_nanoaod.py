@@ -633,7 +633,8 @@ def write_reduced(nano_dir: str | Path, out_dir: str | Path, datasets: list[str]
     resolved = resolve_fileset(spec, nano_dir, INPUTS, datasets=names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reduced = {"analysis": "cms-hzz4l", "tree": REDUCED_TREE, "lumi_pb": spec["lumi_pb"], "datasets": {}}
+    reduced = {"analysis": "cms-hzz4l", "tree": REDUCED_TREE, "datasets": {}}
+    reduced |= {k: spec[k] for k in ("lumi_pb", "lumi_uncertainty", "processes")}
     for name, entry in resolved.fileset.items():
         parts = [_selected_reduced(p, t, name, entry["metadata"]) for p, t in entry["files"].items()]
         with uproot.recreate(out / f"{name}.root") as fout:

@@ -25,7 +25,6 @@ from hepsieve.processors.analyses import hzz4l_cms_nanoaod as nano
 from hepsieve.processors.analysis import nominal
 
 SPEC = json.loads((Path(toy.__file__).parents[1] / "fileset_specs" / "cms_hzz4l_nanoaod.json").read_text())
-SIGNAL_AND_ZZ = ["VBF_HToZZTo4L", "ZZTo4L"]
 
 
 def _run(data_dir, **kw):
@@ -37,6 +36,7 @@ def _fileset(tmp_path: Path, datasets: dict, **top) -> Path:
     spec = {
         "tree": "Events",
         "lumi_pb": SPEC["lumi_pb"],
+        "lumi_uncertainty": SPEC["lumi_uncertainty"],
         "metadata": SPEC["metadata"] | top,
         "datasets": datasets,
     }
@@ -426,3 +426,19 @@ def test_lepton_scale_histograms_in_a_run_and_the_cutflow_stays_nominal(nano_sco
         sum(nano_scored.cutflow["VBF_HToZZTo4L"][f"category {c}"]["sumw"] for c in nano.CATEGORIES), rel=1e-9
     )
     assert n_cat > 0
+
+
+def test_bench_runs_nanoaod_beside_the_io_floor_of_the_branches_read(nano_toy_dir, tmp_path):
+    from hepsieve.processors.bench import bench
+
+    report = bench("cms-hzz4l-nanoaod", nano_toy_dir, tmp_path, ["iterative"], workers=1, chunksize=4000,
+                   model_names=["mlp"], repeat=1)  # fmt: skip
+    rows = report["results"]
+    io = next(r for name, r in rows.items() if name.startswith("I/O floor"))
+    name = next(n for n in rows if n.startswith("I/O floor"))
+    # the analysis' branches, genWeight, every HLT path of the trigger table, Jet_jetId (v9)
+    n_read = len(nano.BRANCHES) + 1 + sum(len(p) for p in SPEC["metadata"]["triggers"].values()) + 1
+    assert f"the {n_read} branches read" in name
+    total = sum(uproot.open(f)["Events"].num_entries for f in nano_toy_dir.glob("*.root"))
+    assert io["events"] == rows["floor: uproot.iterate + onnxruntime + hist, 1 process"]["events"] == total
+    assert rows["hepsieve iterative, 1 worker(s)"]["events"] == total and io["events_per_s"] > 0

@@ -423,6 +423,7 @@ def test_cutflow_of_a_run_on_the_real_files_accounts_for_every_event(real_golden
     spec = {
         "tree": "Events",
         "lumi_pb": 1000.0,
+        "lumi_uncertainty": 0.023,
         "metadata": {"triggers": TRIGGERS, "lumi_mask": str(real_golden)},
         "datasets": {
             "DY": {
