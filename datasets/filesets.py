@@ -346,17 +346,25 @@ def _local_path(data_dir: Path, fname: str) -> Path:
         raise InputFileError(f"{path}: a symbolic link loop ({err})") from None
 
 
+def _dataset_inputs(spec: dict, entry: dict, data_dir: Path, inputs: Inputs, name: str) -> tuple[dict, dict]:
+    """Return a dataset's completed metadata and the branches its files must (and may) have.
+
+    Required: the analysis' branches and those the metadata asks for (e.g. the HLT paths of a
+    NanoAOD trigger table).
+    """
+    meta = complete_metadata(
+        spec, {**entry.get("metadata", {}), "inputs": inputs.name}, data_dir, inputs, name
+    )
+    required = inputs.required(bool(meta.get("is_data")), meta)
+    return meta, {"required": required, "optional": dict(inputs.optional)}
+
+
 def _resolve_dataset(
     out: ResolvedFileset, spec: dict, data_dir: Path, name: str, inputs: Inputs, options: dict[str, bool]
 ) -> None:
     """Check the files of dataset ``name`` and add the readable ones to ``out``."""
     entry = spec["datasets"][name]
-    meta = dict(entry.get("metadata", {}))
-    meta["inputs"] = inputs.name
-    meta = complete_metadata(spec, meta, data_dir, inputs, name)
-    # the metadata's branches too (e.g. the HLT paths of a NanoAOD trigger table)
-    required = inputs.required(bool(meta.get("is_data")), meta)
-    branches = {"required": required, "optional": dict(inputs.optional)}
+    meta, branches = _dataset_inputs(spec, entry, data_dir, inputs, name)
     files, entries, ttrees, read, extras = {}, 0, True, None, []
     for fname in _expand(data_dir, entry["files"], name):
         path = _local_path(data_dir, fname)

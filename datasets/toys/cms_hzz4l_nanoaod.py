@@ -559,12 +559,8 @@ def generate(
     names = select_datasets(spec, datasets)
     mc = [d for d in names if not spec["datasets"][d]["metadata"].get("is_data")]
     data = [d for d in names if spec["datasets"][d]["metadata"].get("is_data")]
-    options = {
-        "events": events,
-        "files_per_dataset": files_per_dataset,
-        "version": version,
-        "lumi_pb": spec["lumi_pb"],
-    }
+    options = {"events": events, "files_per_dataset": files_per_dataset, "version": version}
+    options["lumi_pb"] = spec["lumi_pb"]
     provenance: dict[str, Any] = {
         "analysis": ANALYSIS_NAME,
         "generator": __name__,
@@ -633,7 +629,7 @@ def write_reduced(nano_dir: str | Path, out_dir: str | Path, datasets: list[str]
     resolved = resolve_fileset(spec, nano_dir, INPUTS, datasets=names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reduced = {"analysis": "cms-hzz4l", "tree": REDUCED_TREE, "datasets": {}}
+    reduced: dict[str, Any] = {"analysis": "cms-hzz4l", "tree": REDUCED_TREE, "datasets": {}}
     reduced |= {k: spec[k] for k in ("lumi_pb", "lumi_uncertainty", "processes")}
     for name, entry in resolved.fileset.items():
         parts = [_selected_reduced(p, t, name, entry["metadata"]) for p, t in entry["files"].items()]

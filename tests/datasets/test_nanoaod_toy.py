@@ -33,8 +33,8 @@ def test_events_and_runs_trees_in_the_nanoaod_layout(nano_toy_dir):
             *("nElectron", "Electron_cutBased", "nJet", "Jet_jetId", "MET_pt", "HLT_TripleMu_12_10_5"),
         ):
             assert name in events, name
-        assert events["Muon_pt"].interpretation.content.to_dtype == np.dtype(">f4")
-        assert events["event"].interpretation.to_dtype == np.dtype(">u8")
+        assert events["Muon_pt"].interpretation.content.from_dtype == np.dtype(">f4")
+        assert events["event"].interpretation.from_dtype == np.dtype(">u8")
         assert set(runs.keys()) >= {"run", "genEventSumw", "genEventCount"}
         counts = events["nMuon"].array(library="np")
         assert np.array_equal(counts, ak.num(events["Muon_pt"].array()).to_numpy())
@@ -51,7 +51,8 @@ def test_coffea_reads_it_with_nanoaod_schema_without_a_warning(tmp_path, version
         assert len(events.Muon.pt) == 300 and (events.Muon.pt + 0).ndim == 2
     assert not caught, [str(w.message) for w in caught]
     assert type(events.Muon).__name__ == "MuonArray" and type(events.Jet).__name__ == "JetArray"
-    assert ak.all(abs((events.Electron[:, :1] + events.Electron[:, 1:2]).mass) >= 0)  # behaviours work
+    two = events.Electron[ak.num(events.Electron) >= 2]
+    assert len(two) and ak.all((two[:, 0] + two[:, 1]).mass > 0)  # behaviours work
     names = set(uproot.open(tmp_path / "VBF_HToZZTo4L_0.root")["Events"].keys())
     assert ("Jet_jetId" in names) == (version == "v9") and ("PFMET_pt" in names) == (version == "v15")
     assert nano.describe_file(names).startswith("NanoAOD >= v15" if version == "v15" else "Run 2 NanoAOD")
