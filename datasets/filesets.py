@@ -6,15 +6,17 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import uproot
 
-from hepsieve.processors.analysis import Inputs
+from hepsieve.processors.analysis import FileSum, Inputs
 from hepsieve.processors.errors import ConfigurationError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,91 @@ def _check_file(
         raise InputFileError(f"{path}: cannot be read as ROOT ({type(err).__name__}: {err})") from None
 
 
+# --- dataset metadata from the fileset, per-file sums (NanoAOD Runs tree), file versions ---
+
+
+def complete_metadata(spec: dict, meta: dict, data_dir: Path, inputs: Inputs, dataset: str) -> dict:
+    """Return a dataset's metadata over the fileset's defaults, its metadata files resolved.
+
+    The fileset's top-level ``metadata`` (e.g. a trigger table, the golden JSON) is the
+    default of every dataset's own. Keys listed in ``inputs.metadata_files`` name files: a
+    relative path is taken against ``data_dir``; a missing file is a ConfigurationError
+    naming the key (URLs are left to the reader).
+    """
+    out = {**spec.get("metadata", {}), **meta}
+    for key in inputs.metadata_files:
+        if key not in out or "://" in str(out[key]):
+            continue
+        path = Path(str(out[key]))
+        path = (path if path.is_absolute() else data_dir / path).resolve()
+        if not path.is_file():
+            raise ConfigurationError(f"dataset {dataset}: metadata {key!r}: file {path} not found")
+        out[key] = str(path)
+    return out
+
+
+def _file_sum(fin, path: Path, total: FileSum) -> float:
+    """Return the sum of ``total``'s branch over its tree in an open file; InputFileError if absent."""
+    if total.tree not in fin:
+        raise InputFileError(
+            f"{path}: no tree {total.tree!r}, which holds {total.branches[0]} for the "
+            f"normalisation (found: {', '.join(fin.keys()) or 'nothing'})"
+        )
+    tree = fin[total.tree]
+    branch = next((b for b in total.branches if b in tree), None)
+    if branch is None:
+        raise InputFileError(f"{path}: tree {total.tree!r} lacks branch {' or '.join(total.branches)}")
+    value = float(np.sum(tree[branch].array(library="np"), dtype=np.float64))
+    if not np.isfinite(value):
+        raise InputFileError(f"{path}: {total.tree}.{branch} sums to {value}")
+    return value
+
+
+def inspect_file(path: Path, tree: str, inputs: Inputs, required: Collection[str], is_data: bool) -> dict:
+    """Return a file's per-file sums and what it looks like (``{"sums", "looks_like"}``).
+
+    Only for inputs with ``file_sums`` or ``describe``. A missing required branch raises
+    InputFileError naming it and what the file looks like (e.g. its NanoAOD version); a
+    file that cannot be opened is left to the file check, which names the problem.
+    """
+    if not (inputs.file_sums or inputs.describe) or not path.is_file():
+        return {}
+    try:
+        fin = uproot.open(path)
+    except Exception:  # noqa: BLE001 (not ROOT, or damaged: the file check names the problem)
+        return {}
+    with fin:
+        looks_like = None
+        if tree in fin and inputs.describe is not None:
+            names = set(fin[tree].keys())
+            looks_like = inputs.describe(names)
+            missing = [b for b in required if b not in names]
+            if missing:
+                raise InputFileError(
+                    f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}; "
+                    f"the file looks like {looks_like}"
+                )
+        sums = {t.key: _file_sum(fin, path, t) for t in inputs.file_sums if not (is_data and t.mc_only)}
+    return {"sums": sums, "looks_like": looks_like}
+
+
+def dataset_totals(dataset: str, extras: list[dict]) -> dict:
+    """Return a dataset's metadata from its files' :func:`inspect_file` results (sums added up)."""
+    out: dict = {}
+    for extra in extras:
+        for key, value in extra.get("sums", {}).items():
+            out[key] = out.get(key, 0.0) + value
+    for key, value in out.items():
+        if value == 0:
+            raise InputFileError(f"dataset {dataset}: {key} sums to 0 over its files; cannot normalise")
+        log.info("dataset %s: %s = %.8g over %d file(s)", dataset, key, value, len(extras))
+    looks = sorted({e["looks_like"] for e in extras if e.get("looks_like")})
+    if looks:
+        out["looks_like"] = "; ".join(looks)
+        log.info("dataset %s: files look like %s", dataset, out["looks_like"])
+    return out
+
+
 def _expand(data_dir: Path, names: list[str], dataset: str) -> list[str]:
     """Expand glob patterns (``HIGGS_train_*.root``) in sorted order; plain names pass through."""
     out = []
@@ -259,15 +346,26 @@ def _local_path(data_dir: Path, fname: str) -> Path:
         raise InputFileError(f"{path}: a symbolic link loop ({err})") from None
 
 
+def _dataset_inputs(spec: dict, entry: dict, data_dir: Path, inputs: Inputs, name: str) -> tuple[dict, dict]:
+    """Return a dataset's completed metadata and the branches its files must (and may) have.
+
+    Required: the analysis' branches and those the metadata asks for (e.g. the HLT paths of a
+    NanoAOD trigger table).
+    """
+    meta = complete_metadata(
+        spec, {**entry.get("metadata", {}), "inputs": inputs.name}, data_dir, inputs, name
+    )
+    required = inputs.required(bool(meta.get("is_data")), meta)
+    return meta, {"required": required, "optional": dict(inputs.optional)}
+
+
 def _resolve_dataset(
     out: ResolvedFileset, spec: dict, data_dir: Path, name: str, inputs: Inputs, options: dict[str, bool]
 ) -> None:
     """Check the files of dataset ``name`` and add the readable ones to ``out``."""
     entry = spec["datasets"][name]
-    meta = dict(entry.get("metadata", {}))
-    meta["inputs"] = inputs.name
-    branches = {"required": inputs.required(bool(meta.get("is_data"))), "optional": dict(inputs.optional)}
-    files, entries, ttrees, read = {}, 0, True, None
+    meta, branches = _dataset_inputs(spec, entry, data_dir, inputs, name)
+    files, entries, ttrees, read, extras = {}, 0, True, None, []
     for fname in _expand(data_dir, entry["files"], name):
         path = _local_path(data_dir, fname)
         if not path.exists() and meta.get("optional"):
@@ -275,6 +373,8 @@ def _resolve_dataset(
             log.warning("optional dataset %s: %s not found, left out", name, path)
             continue
         try:
+            # per-file sums (the NanoAOD Runs tree) and what the file looks like, before the file check
+            extra = inspect_file(path, spec["tree"], inputs, branches["required"], bool(meta.get("is_data")))
             file_meta = _check_file(
                 path, spec["tree"], branches, spec.get("format", "root"), options["content_ids"]
             )
@@ -284,6 +384,7 @@ def _resolve_dataset(
             out.skipped.append(str(err))
             log.warning("skipping bad file: %s", err)
             continue
+        extras.append(extra)  # only files that are read count in the dataset's sums
         files[str(path)] = spec["tree"]
         ttrees &= file_meta.pop("ttree", False)
         present = file_meta.pop("read")
@@ -292,6 +393,7 @@ def _resolve_dataset(
         entries += file_meta["numentries"]
     if not files:
         return
+    meta.update(dataset_totals(name, extras))
     meta.setdefault("lumi_pb", spec.get("lumi_pb"))
     meta.setdefault("lumi_uncertainty", spec.get("lumi_uncertainty"))
     if "processes" in spec:

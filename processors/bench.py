@@ -60,19 +60,58 @@ def _floor_run(
     proc = AnalysisProcessor(analysis, scorers)
     start, out, n = time.time(), None, 0
     for dataset, path, tree, meta in items:
-        branches = list(analysis.input_flavour(meta.get("inputs")).required(bool(meta.get("is_data"))))
-        for events in uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak"):
-            chunk_meta = {
-                "dataset": dataset,
-                "filename": path,
-                "entrystart": n,
-                "entrystop": n,
-                "fileuuid": "",
-                **meta,
-            }
+        inputs = analysis.input_flavour(meta.get("inputs"))
+        chunk_meta = {"dataset": dataset, "filename": path, "fileuuid": "", **meta}
+        for events in _chunks(inputs.schema, path, tree, _branches_read(inputs, path, tree, meta), chunksize):
+            chunk_meta |= {"entrystart": n, "entrystop": n + len(events)}
+            if inputs.schema == "nanoaod":
+                events.metadata.update(chunk_meta)  # NanoAOD analyses read it from the events
             out = accumulate([proc.process_chunk(events, chunk_meta)], out)
             n += len(events)
     return {"events": n, "start": start, "stop": time.time(), "max_rss_mb": peak_rss_mb()}
+
+
+def _branches_read(inputs, path: str, tree: str, meta: dict) -> list[str]:
+    """Return the branches a run reads of one file: required, and the optional ones it has."""
+    with uproot.open(f"{path}:{tree}") as ttree:
+        present = set(ttree.keys())
+    required = list(inputs.required(bool(meta.get("is_data")), meta))
+    return required + [b for b in inputs.optional if b in present and b not in required]
+
+
+def _chunks(schema: str, path: str, tree: str, branches: list[str], chunksize: int):
+    """Yield a file's chunks: awkward arrays of ``branches``, or NanoEvents (lazy) for NanoAOD."""
+    if schema != "nanoaod":
+        yield from uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak")
+        return
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    with uproot.open(f"{path}:{tree}") as ttree:
+        n = ttree.num_entries
+    for lo in range(0, n, chunksize):
+        factory = NanoEventsFactory.from_root(
+            {path: tree},
+            entry_start=lo,
+            entry_stop=min(n, lo + chunksize),
+            schemaclass=NanoAODSchema,
+            metadata={},
+            preload=branches,
+        )
+        yield factory.events()
+
+
+def io_floor(analysis_name: str, data_dir: Path, chunksize: int) -> dict:
+    """Time a bare ``uproot.iterate`` read of the branches the analysis reads (1 process)."""
+    items = _floor_items(analysis_name, data_dir)
+    analysis = get_analysis(analysis_name)
+    start, n, n_branches = time.time(), 0, 0
+    for _, path, tree, meta in items:
+        branches = _branches_read(analysis.input_flavour(meta.get("inputs")), path, tree, meta)
+        n_branches = max(n_branches, len(branches))
+        for arrays in uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak"):
+            n += len(arrays)
+    wall = time.time() - start
+    return {"events": n, "wall_s": wall, "startup_s": 0.0, "events_per_s": n / wall, "branches": n_branches}
 
 
 def floor_loop(
@@ -192,6 +231,8 @@ def _one_round(
         rows[f"floor: same loop, {workers} processes"] = floor_loop(
             analysis_name, data_dir, models_dir, chunksize, model_names, processes=workers
         )
+    io = io_floor(analysis_name, data_dir, chunksize)
+    rows[f"I/O floor: uproot.iterate of the {io.pop('branches')} branches read, 1 process"] = io
     for executor in executors:
         for n in [1] if executor == "iterative" else sorted({1, workers}):
             config = RunConfig(

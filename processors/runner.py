@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from coffea.nanoevents import BaseSchema
+from coffea.nanoevents import BaseSchema, NanoAODSchema
 from coffea.processor.executor import FileMeta
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
@@ -49,7 +49,8 @@ from hepsieve.processors.processor import MODES, AnalysisProcessor
 from hepsieve.processors.provenance import RunRecord
 
 log = logging.getLogger(__name__)
-SCHEMA_CLASSES = {"base": BaseSchema}
+#: Inputs.schema -> coffea schema (NanoAODSchema: Muon/Electron/Jet behaviours)
+SCHEMA_CLASSES = {"base": BaseSchema, "nanoaod": NanoAODSchema}
 
 
 def _default_workers() -> int:

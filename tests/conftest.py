@@ -162,3 +162,15 @@ def dm_models(dm_features_run, tmp_path_factory) -> Path:
     train("atlas-dm", features, "mlp", out, progress=False, hyper={"epochs": 6, "hidden": (16, 8)})
     train("atlas-dm", features, "rf", out, progress=False, hyper={"n_estimators": 40, "max_depth": 5})
     return out
+
+
+NANO_EVENTS = 1500
+
+
+@pytest.fixture(scope="session")
+def nano_toy_dir(tmp_path_factory) -> Path:
+    """NanoAOD toy (v9 layout), 1500 events per MC dataset, no pseudo-data (seeded)."""
+    from hepsieve.datasets.toys.cms_hzz4l_nanoaod import generate
+
+    mc = ["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L", "DYJetsToLL_M-50", "TTTo2L2Nu"]
+    return generate(tmp_path_factory.mktemp("nano_toys"), events=NANO_EVENTS, seed=21, datasets=mc)
