@@ -121,3 +121,40 @@ def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
     )
     train("higgs-uci", features / "features", "hgb", out, progress=False, hyper={"max_iter": 30})
     return out
+
+
+def _helper(name: str):
+    """Load the test helper module ``tests/<name>.py`` (tests never import each other)."""
+    import importlib.util
+
+    path = Path(__file__).parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hepsieve_test_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A single-node Slurm on 127.0.0.1 for the session; skipped, saying why, where it cannot start."""
+    import os
+
+    cluster = _helper("slurm").SingleNodeSlurm(tmp_path_factory.mktemp("slurm"))
+    reason = cluster.start()
+    if reason:
+        cluster.stop()
+        pytest.skip(reason)
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)  # for sbatch/squeue, as dask-jobqueue calls them
+    yield cluster
+    cluster.stop()
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="session")
+def file_server():
+    """Return the class of a static HTTP server on 127.0.0.1 with byte ranges (a context manager)."""
+    return _helper("http_files").FileServer
