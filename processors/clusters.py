@@ -33,6 +33,7 @@ CLUSTERS: dict[str, tuple[str, str]] = {
 }
 JOB_SCRIPT = "job_script.sh"
 MEMORY_PER_CORE = "2GB"
+DISK_PER_JOB = "1GB"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def cluster_kwargs(
     kwargs["job_script_prologue"] = [*kwargs.get("job_script_prologue", []), *worker_prologue(worker_config)]
     preload = [arg for module in worker_modules for arg in ("--preload", module)]
     kwargs["worker_extra_args"] = [*kwargs.get("worker_extra_args", []), *preload]
+    if options.kind == "htcondor":
+        kwargs.setdefault("disk", DISK_PER_JOB)  # HTCondor jobs must say how much scratch disk
     kwargs.setdefault("job_name", "hepsieve")
     kwargs.setdefault("log_directory", options.log_dir)
     return kwargs
@@ -188,18 +191,23 @@ def _last_log_line(log_dir: Path) -> str:
 
 
 def _submit(cluster, options: ClusterOptions, workers: int, script: Path) -> None:
-    """Ask for the workers; a job the batch system refuses is a ConfigurationError naming the script."""
-    if options.adapt is not None:
-        cluster.adapt(minimum=options.adapt[0], maximum=options.adapt[1])
-    else:
-        cluster.scale(n=workers)
-    try:  # submit now: jobqueue otherwise submits in the background and only logs a refusal
-        cluster.sync(cluster._correct_state)
+    """Submit the jobs now; a job the batch system refuses is a ConfigurationError naming the script.
+
+    ``cluster.scale`` submits in the background, where a refusal is only logged: the jobs of
+    the first ``workers`` (or the adaptive minimum) are submitted here, in the foreground.
+    """
+    wanted = options.adapt[0] if options.adapt is not None else workers
+    while len(cluster.worker_spec) < -(-wanted // options.cores):  # one job per `cores` workers
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    try:
+        cluster.sync(cluster._correct_state_internal)
     except Exception as err:  # noqa: BLE001 (the batch system's error, whatever its type)
         text = " ".join(str(err).split())[:400]
         raise ConfigurationError(
             f"--cluster {options.kind}: the job was refused ({text}); job script: {script}"
         ) from None
+    if options.adapt is not None:
+        cluster.adapt(minimum=options.adapt[0], maximum=options.adapt[1])
 
 
 def wait_for_workers(client, cluster, options: ClusterOptions, workers: int, script: Path) -> int:
