@@ -159,6 +159,29 @@ def check_spec(spec: object, where: str | Path) -> None:
                 f"fileset {where}: dataset {name!r} reads tree(s) {', '.join(sorted(trees))}, "
                 f"the fileset's tree is {spec['tree']!r}: hepsieve reads one tree per fileset"
             )
+    _check_processes(spec, where)
+
+
+ROLES = ("signal", "background", "data")
+
+
+def _check_processes(spec: dict, where: str | Path) -> None:
+    """Check the optional ``processes`` map: roles, and that every dataset names one of them."""
+    processes = spec.get("processes")
+    if processes is None:
+        return
+    if not isinstance(processes, dict):
+        raise ConfigurationError(f"fileset {where}: 'processes' must map names to {{label, role, color}}")
+    for name, proc in processes.items():
+        if not isinstance(proc, dict) or proc.get("role") not in ROLES:
+            raise ConfigurationError(f"fileset {where}: process {name!r}: 'role' must be one of {ROLES}")
+    for name, entry in spec["datasets"].items():
+        process = entry.get("metadata", {}).get("process")
+        if process not in processes:
+            raise ConfigurationError(
+                f"fileset {where}: dataset {name!r}: process {process!r} is not one "
+                f"of the fileset's processes {sorted(processes)}"
+            )
 
 
 def select_datasets(spec: dict, names: list[str] | None) -> list[str]:
@@ -497,6 +520,9 @@ def _assemble(
     if not files:
         return
     meta.setdefault("lumi_pb", spec.get("lumi_pb"))
+    meta.setdefault("lumi_uncertainty", spec.get("lumi_uncertainty"))
+    if "processes" in spec:
+        meta.setdefault("role", spec["processes"][meta["process"]]["role"])
     out.fileset[name] = {"files": files, "metadata": meta}
     if ttrees:
         # coffea reads these in one pass per chunk instead of one lazy read per column
@@ -611,7 +637,8 @@ def build_fileset(spec: dict, files: list[str], datasets: list[str] | None = Non
     """Return coffea's fileset of ``files`` with ``spec``'s dataset metadata, and the unmatched files.
 
     Each file goes to the dataset whose file names (or globs) match its name; the fileset's
-    tree, format, input flavour and luminosity go to each dataset (coffea's form has no top level).
+    tree, format, input flavour, luminosity and process role go to each dataset (coffea's form
+    has no top level).
     """
     names = select_datasets(spec, datasets)
     out: dict[str, dict] = {}
@@ -623,6 +650,9 @@ def build_fileset(spec: dict, files: list[str], datasets: list[str] | None = Non
             continue
         meta = dict(spec["datasets"][name].get("metadata", {}))
         meta.setdefault("lumi_pb", spec.get("lumi_pb"))
+        meta.setdefault("lumi_uncertainty", spec.get("lumi_uncertainty"))
+        if "processes" in spec:  # coffea's form has no top level: each dataset carries its role
+            meta.setdefault("role", spec["processes"][meta["process"]]["role"])
         if spec.get("inputs"):
             meta.setdefault("inputs", spec["inputs"])
         entry = out.setdefault(name, {"files": {}, "metadata": meta, "format": spec.get("format", "root")})

@@ -9,6 +9,7 @@ An :class:`Analysis` is a frozen value grouped into small records (DESIGN.md sec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from hepsieve.processors.errors import ConfigurationError
 SCHEMAS = ("base", "nanoaod")
 #: branch type specs: a kind, optionally jagged ("var * float")
 BRANCH_KINDS = ("float", "int", "bool")
+#: how the demo chooses each model's score cut (see :class:`Scoring`)
+WORKING_POINTS = ("fixed", "ams", "significance")
 #: per-event record handed between the stages (an awkward array, or the events themselves)
 Record = Any
 
@@ -86,11 +89,75 @@ class Step:
     inputs: tuple[str, ...] | None = None
 
 
+NOMINAL = "nominal"
+
+
+def nominal(h: hist.Hist) -> hist.Hist:
+    """Return the nominal variation of a run histogram (histograms without the axis as they are)."""
+    return h[{"variation": NOMINAL}] if "variation" in h.axes.name else h
+
+
+@dataclass(frozen=True)
+class WeightVariation:
+    """A named weight variation: factors applied to the nominal weight of simulated events.
+
+    ``up(events, objects, meta)`` and ``down(...)`` return a factor per selected event (or
+    one number); the histograms get the variations ``<name>Up`` and ``<name>Down``.
+    """
+
+    name: str
+    up: Callable[[Record, Record, Mapping], np.ndarray | float]
+    down: Callable[[Record, Record, Mapping], np.ndarray | float]
+    description: str = ""
+    requires: tuple[str, ...] = ()  # dataset metadata keys it reads (checked before any chunk)
+
+
+def relative_variation(name: str, fraction: float | str, description: str = "") -> WeightVariation:
+    """Return a flat variation ``1 ± fraction``; a str names a dataset metadata key holding it.
+
+    E.g. ``relative_variation("lumi", "lumi_uncertainty")`` reads the luminosity uncertainty of
+    the fileset (a normalisation systematic: a ``normsys`` in a fit).
+    """
+
+    def factor(sign: int) -> Callable[[Record, Record, Mapping], float]:
+        def f(events: Record, objects: Record, meta: Mapping) -> float:
+            value = meta.get(fraction) if isinstance(fraction, str) else fraction
+            if value is None:
+                raise ConfigurationError(
+                    f"weight variation {name!r}: the fileset's metadata has no {fraction!r}"
+                )
+            return 1.0 + sign * float(value)
+
+        return f
+
+    return WeightVariation(
+        name, factor(+1), factor(-1), description, requires=(fraction,) if isinstance(fraction, str) else ()
+    )
+
+
+@dataclass(frozen=True)
+class ShapeVariation:
+    """A named object variation (e.g. the lepton momentum scale) that re-runs the chunk.
+
+    ``vary(events, objects, meta, direction)`` (direction +1 for ``<name>Up``, -1 for
+    ``<name>Down``) returns the varied (events, objects); selection, observables, features,
+    scores and histograms are then made again from them. The cutflow stays nominal.
+    """
+
+    name: str
+    vary: Callable[[Record, Record, Mapping, int], tuple[Record, Record]]
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class Weights:
-    """The nominal per-event weight ``nominal(events, objects, meta)`` (data: usually 1)."""
+    """The nominal per-event weight and the named weight variations.
+
+    ``nominal(events, objects, meta)`` (data: usually 1); the variations apply to simulation only.
+    """
 
     nominal: Callable[[Record, Record, Mapping], np.ndarray]
+    variations: tuple[WeightVariation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,7 +237,12 @@ class Scoring:
     the score cut, the default cut and the score binning (fine enough for ROC curves).
 
     ``working_point``: ``fixed`` uses ``score_cut``; ``ams``: the demo applies the AMS
-    working point that ``hepsieve evaluate`` finds.
+    working point that ``hepsieve evaluate`` finds; ``significance``: the threshold that
+    maximises the Asimov significance in its significance scan.
+
+    ``reference_categories``: cut-and-count categories (e.g. a published cut-based
+    selection) whose significance ``hepsieve evaluate`` reports beside the classifiers';
+    their ``categories.assign`` must be computable from the exported feature columns.
     """
 
     categories: tuple[str, ...]
@@ -178,6 +250,7 @@ class Scoring:
     score_cut: float
     score_bins: int = 50
     working_point: str = "fixed"
+    reference_categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,10 +281,17 @@ class Tools:
 
 @dataclass(frozen=True)
 class TrainingPolicy:
-    """Training defaults: events used at most, datasets never trained on (a test split)."""
+    """Training defaults: events used at most, datasets never trained on (a test split).
+
+    ``demo_models``: the model kinds ``hepsieve demo`` trains; ``hyper``: default
+    hyperparameters per model kind (``{"hgb": {"max_leaf_nodes": 15}}``), which options
+    given to ``hepsieve train`` override.
+    """
 
     max_events: int | None = None
     holdout_datasets: tuple[str, ...] = ()
+    demo_models: tuple[str, ...] = ("mlp", "rf")
+    hyper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _same_events(events: Record, objects: Record) -> Record:
@@ -242,9 +322,16 @@ class Analysis:
     alt_inputs: tuple[Inputs, ...] = ()
     tools: Tools = field(default_factory=Tools)
     training: TrainingPolicy = field(default_factory=TrainingPolicy)
+    shape_variations: tuple[ShapeVariation, ...] = ()
 
     def __post_init__(self) -> None:
         _check_analysis(self)
+
+    @property
+    def variation_names(self) -> tuple[str, ...]:
+        """Return ``nominal`` and every ``<name>Up``/``<name>Down`` (weight, then shape ones)."""
+        names = [v.name for v in self.weights.variations] + [v.name for v in self.shape_variations]
+        return (NOMINAL, *(f"{n}{d}" for n in names for d in ("Up", "Down")))
 
     @property
     def default_features(self) -> str:
@@ -313,6 +400,14 @@ def _check_analysis(a: Analysis) -> None:
     flavours = [f.name for f in (a.inputs, *a.alt_inputs)]
     if len(set(flavours)) != len(flavours):
         _fail(a, "alt_inputs", f"input flavour names repeat: {flavours}")
+    variations = [v.name for v in a.weights.variations] + [v.name for v in a.shape_variations]
+    bad = [n for n in variations if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n) or n == NOMINAL]
+    if bad or len(set(variations)) != len(variations):
+        _fail(
+            a,
+            "weights.variations/shape_variations",
+            f"variation names must be unique identifiers (letters, digits, _), got {variations}",
+        )
     for step in a.selection:
         _check_names(a, f"selection step {step.name!r}.inputs", step.inputs or (), flavours, "input flavours")
     if len({s.label for s in a.selection}) != len(a.selection):
@@ -334,7 +429,8 @@ def _check_analysis(a: Analysis) -> None:
             _fail(a, f"histograms[{hspec.name!r}].axes", "1-D or 2-D histograms only")
         _check_names(a, f"histograms[{hspec.name!r}].categories", hspec.categories or (), cats, "categories")
     _check_names(a, "scoring.cut_histogram", (a.scoring.cut_histogram,), names, "histograms")
-    if a.scoring.working_point not in ("fixed", "ams"):
-        _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not 'fixed' or 'ams'")
+    _check_names(a, "scoring.reference_categories", a.scoring.reference_categories, cats, "categories")
+    if a.scoring.working_point not in WORKING_POINTS:
+        _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not one of {WORKING_POINTS}")
     if a.scoring.score_bins < 2:
         _fail(a, "scoring.score_bins", "must be at least 2")

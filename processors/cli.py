@@ -148,9 +148,15 @@ def _parse_convert(sub) -> None:
     p.add_argument("csv", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
+        "--analysis",
+        help="cast each column to this analysis' declared type (any column order; extra columns "
+        "left out; a missing one is an error): " + ANALYSIS_HELP,
+    )
+    p.add_argument("--inputs", help="with --analysis: its input flavour (default: its first)")
+    p.add_argument(
         "--event-id",
-        default="eventNumber",
-        help="column to add with the row number if the CSV lacks it (default eventNumber)",
+        help="column to add with the row number if the CSV lacks it "
+        "(default: the analysis' event id, else eventNumber)",
     )
     p.add_argument(
         "--layout",
@@ -258,9 +264,14 @@ def _parse_plot(sub) -> None:
 
 
 def _parse_demo(sub) -> None:
-    p = sub.add_parser("demo", help="everything end to end on fresh toys")
+    p = sub.add_parser("demo", help="everything end to end on fresh toys (or on real files)")
     p.add_argument("analysis", nargs="?", default="cms-hzz4l", help=ANALYSIS_HELP)
     p.add_argument("--out", type=Path, default=Path("demo"))
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="run on the real files in DIR instead of toys (CSV inputs are converted first)",
+    )
     p.add_argument("--events", type=int, default=20_000, help="toy events per dataset")
     p.add_argument("--executor", choices=EXECUTORS, default="futures")
     p.add_argument("--workers", type=int, default=_cpus())
@@ -376,16 +387,23 @@ def cmd_generate(args) -> None:
 
 def cmd_convert(args) -> None:
     """Convert CSV files to Parquet (or the UCI HIGGS text to chunks)."""
-    from hepsieve.datasets.converters import csv_to_parquet, higgs_csv_to_chunks
+    from hepsieve.datasets.converters import csv_schema, csv_to_parquet, higgs_csv_to_chunks
 
     if args.layout == "uci-higgs":
         for src in args.csv:
             names = higgs_csv_to_chunks(src, args.out, args.format, args.chunk_rows)
             print(f"{src} -> {len(names)} chunks in {args.out}")
         return
+    schema = None
+    if args.analysis:
+        from hepsieve.processors.analyses import get_analysis
+
+        analysis = get_analysis(args.analysis)
+        flavour = analysis.input_flavour(args.inputs)
+        schema = csv_schema(flavour, f"analysis {analysis.name!r} (inputs {flavour.name!r})")
     for src in args.csv:
         name = src.name.removesuffix(".gz").removesuffix(".csv") + ".parquet"
-        rows = csv_to_parquet(src, args.out / name, event_id=args.event_id)
+        rows = csv_to_parquet(src, args.out / name, event_id=args.event_id or "eventNumber", schema=schema)
         print(f"{src} -> {args.out / name} ({rows} rows)")
 
 
@@ -438,11 +456,12 @@ def cmd_run(args) -> None:
 
 def cmd_train(args) -> None:
     """Train one model kind."""
+    from hepsieve.processors.analyses import get_analysis
     from hepsieve.training.train import train
 
-    hyper = {}
+    hyper = dict(get_analysis(args.analysis).training.hyper.get(args.model, {}))  # the analysis' defaults
     if args.model == "mlp":
-        hyper = {
+        hyper |= {
             k: v
             for k, v in (
                 ("epochs", args.epochs),
@@ -471,7 +490,7 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     """Evaluate every model of a directory."""
     from hepsieve.processors.provenance import RunRecord
-    from hepsieve.training.evaluate import evaluate, metrics_table
+    from hepsieve.training.evaluate import evaluate, metrics_table, significance_table
 
     run_dir = Path(args.features).parent
     is_toy = RunRecord.read(run_dir).is_toy if (run_dir / "run.json").is_file() else True
@@ -480,6 +499,7 @@ def cmd_evaluate(args) -> None:
         args.analysis, args.features, args.models, out, threshold=args.threshold, is_toy=is_toy
     )
     print(metrics_table(summary))
+    print(significance_table(summary))
     print(f"metrics and plots: {out}")
 
 
@@ -494,7 +514,7 @@ def cmd_plot(args) -> None:
 def cmd_demo(args) -> None:
     """Everything end to end on fresh toys."""
     from hepsieve.processors.pipeline import demo
-    from hepsieve.training.evaluate import metrics_table
+    from hepsieve.training.evaluate import metrics_table, significance_table
 
     done = demo(
         args.analysis,
@@ -503,10 +523,12 @@ def cmd_demo(args) -> None:
         executor=args.executor,
         workers=args.workers,
         progress=not args.quiet,
+        data_dir=args.data_dir,
     )
     print(metrics_table(done.summary))
+    print(significance_table(done.summary))
     if done.score_cuts:
-        print(f"score cuts (AMS working points): {done.score_cuts}")
+        print(f"score cuts (working points): { {k: round(v, 4) for k, v in done.score_cuts.items()} }")
     print(
         f"processor: {done.result.record.events_per_s or 0:.0f} events/s; demo done in "
         f"{done.seconds:.0f} s; outputs in {args.out}/"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import hist
 import numpy as np
 
+from hepsieve.processors.analysis import nominal
+
 #: thresholds of the working-point scans (AMS, significance, purity x efficiency)
 SCAN_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 #: bins of per-event scores for ROC curves and AUCs (binning error well below 1e-4)
@@ -141,8 +143,9 @@ def auc_from_histograms(
         if not name.startswith("score_"):
             continue
         for dataset in h.axes["dataset"]:
-            s = h[{"dataset": dataset, "category": signal}].values(flow=True)
-            b = h[{"dataset": dataset, "category": background}].values(flow=True)
+            one = nominal(h)
+            s = one[{"dataset": dataset, "category": signal}].values(flow=True)
+            b = one[{"dataset": dataset, "category": background}].values(flow=True)
             if s.sum() > 0 and b.sum() > 0:
                 out.setdefault(name.removeprefix("score_"), {})[dataset] = roc_from_counts(s, b)[2]
     return out

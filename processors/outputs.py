@@ -15,10 +15,14 @@ import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hist
+import numpy as np
 import uproot
+import uproot.writing.identify
 
+from hepsieve.processors.analysis import NOMINAL
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.provenance import RunRecord
 
@@ -118,13 +122,92 @@ def output_dir(out: str | Path) -> Iterator[OutputDir]:
         target.close()
 
 
+def attach_fills(histograms: dict[str, hist.Hist], fills: dict[tuple[str, str, str, str], int]) -> None:
+    """Record in each histogram's metadata its number of fills per (dataset, category, variation)."""
+    for h in histograms.values():
+        h.metadata = {"fills": {}}
+    for (name, dataset, category, variation), n in fills.items():
+        histograms[name].metadata["fills"][(dataset, category, variation)] = n
+
+
+def _taxis(axis: hist.axis.Regular, which: str) -> Any:
+    edges = np.asarray(axis.edges, dtype=np.float64)
+    uniform = np.allclose(np.diff(edges), edges[1] - edges[0])
+    return uproot.writing.identify.to_TAxis(
+        f"{which}axis",
+        str(axis.label or axis.name),
+        len(edges) - 1,
+        edges[0],
+        edges[-1],
+        fXbins=None if uniform else edges,
+    )
+
+
+def to_root(h: hist.Hist, entries: float, name: str = "", title: str = "") -> Any:
+    """Return a TH1D/TH2D of a 1-D/2-D Weight histogram with ROOT's statistics filled in.
+
+    fTsumw = Σw and fTsumw2 = Σw² of the in-range bins (so ``GetEffectiveEntries`` is right),
+    fEntries = the number of fills, the moments from the bin centres (as ROOT's ``ResetStats``).
+    """
+    values = np.asarray(h.values(flow=True), dtype=np.float64)
+    variances = np.asarray(h.variances(flow=True), dtype=np.float64)
+    inner = (slice(1, -1),) * h.ndim
+    w, w2 = values[inner], variances[inner]
+    centres = [np.asarray(a.centers, dtype=np.float64) for a in h.axes]
+    common = {
+        "fName": name,
+        "fTitle": title,
+        "fEntries": float(entries),
+        "fTsumw": w.sum(),
+        "fTsumw2": w2.sum(),
+    }
+    if h.ndim == 1:
+        x = centres[0]
+        return uproot.writing.identify.to_TH1x(
+            data=values,
+            fTsumwx=(w * x).sum(),
+            fTsumwx2=(w * x * x).sum(),
+            fSumw2=variances,
+            fXaxis=_taxis(h.axes[0], "x"),
+            **common,
+        )
+    x, y = np.meshgrid(centres[0], centres[1], indexing="ij")
+    return uproot.writing.identify.to_TH2x(
+        data=values.T.ravel(),
+        fTsumwx=(w * x).sum(),
+        fTsumwx2=(w * x * x).sum(),
+        fTsumwy=(w * y).sum(),
+        fTsumwy2=(w * y * y).sum(),
+        fTsumwxy=(w * x * y).sum(),
+        fSumw2=variances.T.ravel(),
+        fXaxis=_taxis(h.axes[0], "x"),
+        fYaxis=_taxis(h.axes[1], "y"),
+        **common,
+    )
+
+
 def write_histograms_root(histograms: dict[str, hist.Hist], path: Path) -> None:
-    """Write one TH1 per (histogram, category, dataset) as ``<hist>/<category>/<dataset>``."""
+    """Write one TH1/TH2 per (histogram, category, dataset, variation) with ROOT statistics.
+
+    Layout: ``<hist>/<category>/<dataset>`` for the nominal histograms and
+    ``<hist>/<category>/<dataset>__<variation>`` for the others (where anything was filled).
+    ``hepsieve stats`` writes the combine/cabinetry layout of fits.
+    """
     with uproot.recreate(path) as fout:
         for name, h in histograms.items():
+            fills = (h.metadata or {}).get("fills", {})
+            variations = list(h.axes["variation"]) if "variation" in h.axes.name else [NOMINAL]
             for dataset in h.axes["dataset"]:
                 for category in h.axes["category"]:
-                    fout[f"{name}/{category}/{dataset}"] = h[{"dataset": dataset, "category": category}]
+                    for variation in variations:
+                        n = fills.get((dataset, category, variation), 0)
+                        if variation != NOMINAL and n == 0:
+                            continue
+                        key = f"{name}/{category}/{dataset}" + (
+                            "" if variation == NOMINAL else f"__{variation}"
+                        )
+                        one = h[{"dataset": dataset, "category": category, "variation": variation}]
+                        fout[key] = to_root(one, n, key.rsplit("/", 1)[1], f"{name} {category} {dataset}")
 
 
 def _fsync(path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from hepsieve.processors.analyses import get_analysis
-from hepsieve.processors.analysis import Analysis
+from hepsieve.processors.analysis import Analysis, nominal
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.metrics import roc_from_counts
 from hepsieve.processors.outputs import load_histograms
@@ -79,7 +79,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             roles: dict[str, str] = {}
             data = None
             for dataset in h.axes["dataset"]:
-                one = h[{"dataset": dataset, "category": category}]
+                one = nominal(h)[{"dataset": dataset, "category": category}]
                 role = meta.get(dataset, {}).get("role", "background")
                 if role == "data":
                     data = one if data is None else data + one
@@ -108,8 +108,8 @@ def _roc_plots(plt, analysis: Analysis, hists: dict, out: Path, is_toy: bool) ->
         fig, ax = plt.subplots(figsize=(9, 8))
         rocs = {
             name.removeprefix("score_"): roc_from_counts(
-                h[{"dataset": dataset, "category": "signal"}].values(flow=True),
-                h[{"dataset": dataset, "category": "background"}].values(flow=True),
+                nominal(h)[{"dataset": dataset, "category": "signal"}].values(flow=True),
+                nominal(h)[{"dataset": dataset, "category": "background"}].values(flow=True),
             )
             for name, h in hists.items()
             if name.startswith("score_")
@@ -205,8 +205,87 @@ def _stack_plot(
     if name.startswith("score_"):
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(1e-3, total.values()[total.values() > 0].min() / 3))
+    elif total.values().min() >= 0:  # a process' negative-weight bin must not push the axis below 0
+        ax.set_ylim(bottom=0)
     ax.legend(title=f"{analysis.style.title}, {category}", fontsize="small")
     experiment_label(
         ax, analysis, is_toy, simulation=data is None, lumi_fb=lumi_pb / 1000 if lumi_pb else None
     )
+    return fig
+
+
+def _score_histograms(score, process, rows, weight, bins: int = 50) -> dict[str, Any]:
+    """Return {process: weighted score histogram} of the events in ``rows``, smallest yield first."""
+    import hist
+
+    out = {}
+    for name in np.unique(process[rows]):
+        sel = rows & (process == name)
+        out[str(name)] = hist.Hist(hist.axis.Regular(bins, 0, 1), storage=hist.storage.Weight()).fill(
+            score[sel], weight=weight[sel]
+        )
+    return dict(sorted(out.items(), key=lambda kv: kv[1].sum().value))
+
+
+def _draw_scan(sax, scan: dict, reference: dict[str, tuple[float, float]]) -> None:
+    """Z_A with its MC-statistical band, s/sqrt(b + b_reg), the best threshold, reference regions."""
+    t = np.array(scan["threshold"])
+    z, dz = np.array(scan["asimov"]), np.array(scan["asimov_unc"])
+    sax.plot(t, z, color="tab:blue", label=r"$Z_A$ (Asimov)")
+    sax.fill_between(t, z - dz, z + dz, color="tab:blue", alpha=0.25, label="MC stat. unc.")
+    sax.plot(t, scan["s_over_sqrt_b"], "--", color="tab:orange", label=f"s/√(b + {scan['b_reg']:g})")
+    few = np.array(scan["n_background_events"]) < scan["min_background_events"]
+    sax.fill_between(
+        t, 0, 1, where=few, transform=sax.get_xaxis_transform(), color="grey", alpha=0.2,
+        label=f"< {scan['min_background_events']} background MC events",
+    )  # fmt: skip
+    if scan["best_threshold"] is not None:
+        sax.axvline(
+            scan["best_threshold"], color="tab:blue", ls=":", label=f"best: {scan['best_threshold']:.2f}"
+        )
+    tops = [scan["max_significance"] or 0.0]
+    for name, (zr, dzr) in reference.items():
+        sax.axhline(zr, color="black", ls="-.", label=f"{name}: $Z_A$ = {zr:.2f} ± {dzr:.2f}")
+        sax.axhspan(zr - dzr, zr + dzr, color="black", alpha=0.1)
+        tops.append(zr + dzr)
+    sax.set_ylim(0, 1.4 * max(*tops, 1e-3))
+    sax.set_ylabel("significance")
+    sax.legend(fontsize="x-small", ncol=2, loc="upper left")
+
+
+def draw_significance_scan(
+    plt,
+    score: np.ndarray,
+    process: np.ndarray,
+    is_signal: np.ndarray,
+    weight: np.ndarray,
+    scan: dict,
+    reference: dict[str, tuple[float, float]],
+    xlabel: str,
+) -> Any:
+    """Return the significance-scan figure: score distributions per process over the scan.
+
+    Top: the weighted (signed, full-luminosity) score distributions, backgrounds stacked by
+    process and the signal as a line; bottom: the significance of ``score > threshold`` (the
+    ``significance_scan`` of ``hepsieve evaluate``) with the reference regions' significance.
+    """
+    _, hep = _pyplot()
+    fig, (ax, sax) = plt.subplots(
+        2, 1, figsize=(10, 11), sharex=True, gridspec_kw={"height_ratios": (3, 2), "hspace": 0.05}
+    )
+    sig = np.asarray(is_signal, bool)
+    backgrounds = _score_histograms(score, process, ~sig, weight)
+    if backgrounds:
+        hep.histplot(list(backgrounds.values()), label=list(backgrounds), stack=True, histtype="fill", ax=ax)
+    for name, h in _score_histograms(score, process, sig, weight).items():
+        hep.histplot(h, histtype="step", color="red", linewidth=2, label=f"{name} (signal)", ax=ax)
+    if scan["best_threshold"] is not None:
+        ax.axvline(scan["best_threshold"], color="tab:blue", ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("")
+    ax.set_ylabel("Events / bin")
+    ax.legend(fontsize="small", loc="upper center")
+    _draw_scan(sax, scan, reference)
+    sax.set_xlabel(xlabel)
+    sax.set_xlim(0, 1)
     return fig

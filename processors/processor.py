@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from coffea import processor
 
-from hepsieve.processors.analysis import Analysis
+from hepsieve.processors.analysis import NOMINAL, Analysis
 from hepsieve.processors.cutflow import Cutflow
 from hepsieve.processors.errors import (
     ChunkError,
@@ -35,13 +35,16 @@ LABELS = {"signal": 1, "background": 0, "data": -1}
 MODES = ("histograms", "features")
 
 
-def make_histograms(analysis: Analysis, model_names: Sequence[str] = ()) -> dict[str, hist.Hist]:
-    """Return the empty output histograms: (dataset, category, physics axes), Weight storage."""
+def make_histograms(
+    analysis: Analysis, model_names: Sequence[str] = (), variations: Sequence[str] = (NOMINAL,)
+) -> dict[str, hist.Hist]:
+    """Return the empty output histograms: (dataset, category, variation, physics axes), Weight storage."""
 
     def book(*axes: hist.axis.Regular) -> hist.Hist:
         return hist.Hist(
             hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
             hist.axis.StrCategory(list(analysis.categories.names), name="category", label="Category"),
+            hist.axis.StrCategory(list(variations), name="variation", label="Variation"),
             *axes,
             storage=hist.storage.Weight(),
         )
@@ -65,6 +68,7 @@ class Selected:
     """
 
     events: Any
+    objects: Any
     observables: Any
     weights: np.ndarray
     categories: dict[str, np.ndarray]
@@ -93,10 +97,12 @@ class AnalysisProcessor(processor.ProcessorABC):
         mode: str = "histograms",
         features_dir: str | Path | None = None,
         score_cut: float | Mapping[str, float] | None = None,
+        variations: Sequence[str] | None = None,
     ):
         if mode not in MODES:
             raise ConfigurationError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
         self.analysis = analysis
+        self.variations = _chosen_variations(analysis, mode, variations)
         self.scorers = list(scorers)
         self.mode = mode
         self.features_dir = None if features_dir is None else str(features_dir)
@@ -115,7 +121,12 @@ class AnalysisProcessor(processor.ProcessorABC):
             }
             for s in self.scorers
         ]
-        return {"mode": self.mode, "score_cut": self.score_cut, "models": models}
+        return {
+            "mode": self.mode,
+            "score_cut": self.score_cut,
+            "models": models,
+            "variations": self.variations,
+        }
 
     def process(self, events: ak.Array) -> dict:
         """Process one coffea chunk and return its histograms, cutflow and feature files."""
@@ -130,8 +141,8 @@ class AnalysisProcessor(processor.ProcessorABC):
         class, anything else from the analysis code becomes a :class:`ChunkError`.
         """
         try:
-            cutflow, sel = self._select(events, meta)
-            out = {"histograms": self._fill(meta["dataset"], sel)} | cutflow.as_output()
+            cutflow, sel, objects = self._select(events, meta)
+            out = self._histograms(events, objects, meta, sel) | cutflow.as_output()
             if self.mode == "features":
                 out["feature_files"] = {meta["dataset"]: self._export(meta, sel)}
         except DataValueError as err:
@@ -175,10 +186,13 @@ class AnalysisProcessor(processor.ProcessorABC):
             )
         return weights
 
-    def _select(self, events: ak.Array, meta: Mapping) -> tuple[Cutflow, Selected]:
-        """Objects, weights and the selection steps; categories and features of the selected."""
+    def _select(self, events: ak.Array, meta: Mapping, objects: Any = None) -> tuple[Cutflow, Selected, Any]:
+        """Objects, weights and the selection steps; categories and features of the selected.
+
+        Returns the cutflow, the selected events and the object record of the whole chunk.
+        """
         a, flavour = self.analysis, meta.get("inputs")
-        objects = a.make_objects(events)
+        objects = a.make_objects(events) if objects is None else objects
         weights = self._weigh(events, objects, meta)
         cutflow = Cutflow(meta["dataset"], weights)
         mask = np.ones(len(events), dtype=bool)
@@ -196,7 +210,7 @@ class AnalysisProcessor(processor.ProcessorABC):
         except DataValueError as err:
             raise _located(err, meta, rows) from err
         sel.rows = rows
-        return cutflow, sel
+        return cutflow, sel, objects
 
     def _observe(
         self, selected: Any, sel_objects: Any, w: np.ndarray, cutflow: Cutflow, meta: Mapping
@@ -220,7 +234,9 @@ class AnalysisProcessor(processor.ProcessorABC):
         scored_mask[scored_idx] = True
         cutflow.add(f"{'+'.join(a.scoring.categories)}: finite features", scored_mask, w)
         event_id = ak.to_numpy(selected[a.input_flavour(meta.get("inputs")).event_id])[scored_idx]
-        return Selected(selected, observables, w, categories, columns, finite, scored_idx, event_id)
+        return Selected(
+            selected, sel_objects, observables, w, categories, columns, finite, scored_idx, event_id
+        )
 
     def _categories(self, observables: Any, n: int) -> dict[str, np.ndarray]:
         """Return the category masks in the analysis' order, checked against its definition."""
@@ -255,38 +271,91 @@ class AnalysisProcessor(processor.ProcessorABC):
                 columns |= spec.columns(observables)
         return columns
 
-    def _fill(self, dataset: str, sel: Selected) -> dict[str, hist.Hist]:
+    def _histograms(self, events: Any, objects: Any, meta: Mapping, sel: Selected) -> dict:
+        """Fill every histogram: nominal, then (simulation only) each weight and shape variation."""
+        a, dataset = self.analysis, meta["dataset"]
+        hists = make_histograms(a, [s.name for s in self.scorers], self.variations)
+        fills: dict[tuple[str, str, str, str], int] = {}
+        scores = self._scores(sel)
+        self._fill(hists, fills, dataset, NOMINAL, sel, sel.weights, scores)
+        if meta.get("is_data"):
+            return {"histograms": hists, "fills": fills}
+        for wv in a.weights.variations:
+            for direction, factor in (("Up", wv.up), ("Down", wv.down)):
+                if f"{wv.name}{direction}" in self.variations:
+                    f = np.broadcast_to(
+                        np.asarray(factor(sel.events, sel.objects, meta), float), sel.weights.shape
+                    )
+                    self._fill(hists, fills, dataset, f"{wv.name}{direction}", sel, sel.weights * f, scores)
+        for sv in a.shape_variations:
+            for direction, sign in (("Up", +1), ("Down", -1)):
+                if f"{sv.name}{direction}" in self.variations:
+                    varied, varied_objects = sv.vary(events, objects, meta, sign)
+                    vsel = self._select(varied, meta, varied_objects)[1]
+                    self._fill(
+                        hists, fills, dataset, f"{sv.name}{direction}", vsel, vsel.weights, self._scores(vsel)
+                    )
+        return {"histograms": hists, "fills": fills}
+
+    def _scores(self, sel: Selected) -> dict[str, np.ndarray]:
+        """Return each model's score of the scored events (each by its fold's model)."""
+        a, all_finite = self.analysis, bool(sel.finite.all())
+        out = {}
+        for scorer in self.scorers:
+            names = a.feature_spec(scorer.feature_set).names
+            columns = [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names]
+            out[scorer.name] = scorer.score_columns(columns, sel.event_id)
+        return out
+
+    def _fill(
+        self,
+        hists: dict[str, hist.Hist],
+        fills: dict,
+        dataset: str,
+        variation: str,
+        sel: Selected,
+        weights: np.ndarray,
+        scores: dict[str, np.ndarray],
+    ) -> None:
+        """Fill the histograms of one variation; count the fills of each (histogram, category)."""
         a = self.analysis
-        hists = make_histograms(a, [s.name for s in self.scorers])
         # one fill per category with a scalar category: string-array fills cost 2x
         for spec in a.histograms:
             values = spec.values(sel.observables)
             for cat in spec.categories or a.categories.names:
                 rows = sel.categories[cat]
-                hists[spec.name].fill(dataset, cat, *(v[rows] for v in values), weight=sel.weights[rows])
-        if self.scorers:
-            self._fill_scores(hists, dataset, sel)
-        return hists
+                hists[spec.name].fill(
+                    dataset, cat, variation, *(v[rows] for v in values), weight=weights[rows]
+                )
+                fills[(spec.name, dataset, cat, variation)] = int(np.count_nonzero(rows))
+        if scores:
+            self._fill_scores(hists, fills, (dataset, variation), sel, weights, scores)
 
-    def _fill_scores(self, hists: dict[str, hist.Hist], dataset: str, sel: Selected) -> None:
-        a = self.analysis
+    def _fill_scores(
+        self,
+        hists: dict[str, hist.Hist],
+        fills: dict,
+        where: tuple[str, str],
+        sel: Selected,
+        weights: np.ndarray,
+        scores: dict[str, np.ndarray],
+    ) -> None:
+        a, (dataset, variation) = self.analysis, where
         cut_spec = a.histogram(a.scoring.cut_histogram)
         cut_values = [v[sel.scored_idx] for v in cut_spec.values(sel.observables)]
-        w_scored = sel.weights[sel.scored_idx]
+        w_scored = weights[sel.scored_idx]
         scored_in = {cat: sel.categories[cat][sel.scored_idx] for cat in a.scoring.categories}
-        all_finite = bool(sel.finite.all())
-        for scorer in self.scorers:
-            names = a.feature_spec(scorer.feature_set).names
-            score = scorer.score_columns(
-                [sel.columns[n] if all_finite else sel.columns[n][sel.finite] for n in names], sel.event_id
-            )
-            passed = score > self.score_cut[scorer.name]
+        for model, score in scores.items():
+            passed = score > self.score_cut[model]
             for cat, rows in scored_in.items():
-                hists[f"score_{scorer.name}"].fill(dataset, cat, score[rows], weight=w_scored[rows])
+                hists[f"score_{model}"].fill(dataset, cat, variation, score[rows], weight=w_scored[rows])
                 keep = rows & passed
-                hists[f"{cut_spec.name}_{scorer.name}_pass"].fill(
-                    dataset, cat, *(v[keep] for v in cut_values), weight=w_scored[keep]
+                name = f"{cut_spec.name}_{model}_pass"
+                hists[name].fill(
+                    dataset, cat, variation, *(v[keep] for v in cut_values), weight=w_scored[keep]
                 )
+                fills[(f"score_{model}", dataset, cat, variation)] = int(np.count_nonzero(rows))
+                fills[(name, dataset, cat, variation)] = int(np.count_nonzero(keep))
 
     def _labels(self, meta: Mapping, sel: Selected) -> np.ndarray:
         if self.analysis.labels is not None:
@@ -331,6 +400,25 @@ class AnalysisProcessor(processor.ProcessorABC):
         pq.write_table(table, tmp)
         tmp.replace(path)
         return {str(path): len(sel.scored_idx)}
+
+
+def _chosen_variations(analysis: Analysis, mode: str, chosen: Sequence[str] | None) -> tuple[str, ...]:
+    """Return the variations to fill: all the analysis declares (None), or the named ones.
+
+    A feature export fills the nominal histograms only.
+    """
+    names = analysis.variation_names
+    if mode == "features":
+        return (NOMINAL,)
+    if chosen is None:
+        return names
+    base = {n.removesuffix("Up").removesuffix("Down") for n in names[1:]}
+    unknown = sorted(set(chosen) - base)
+    if unknown:
+        raise ConfigurationError(
+            f"--variations {unknown}: analysis {analysis.name!r} declares {sorted(base) or 'none'}"
+        )
+    return (NOMINAL, *(n for n in names[1:] if n.removesuffix("Up").removesuffix("Down") in chosen))
 
 
 def _located(err: DataValueError, meta: Mapping, rows: np.ndarray | None) -> DataValueError:

@@ -76,6 +76,7 @@ class RunRecord:
     datasets_meta: dict[str, dict[str, Any]]
     fileset_sha256: str
     lumi_pb: float | None
+    processes: dict[str, dict[str, Any]] | None
     skipped_files: list[str]
     accounting: dict[str, dict[str, int]]  # dataset -> expected / processed entries
     models: dict[str, dict[str, Any]]  # name -> card, feature set, ONNX sha256 per fold
@@ -118,6 +119,7 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         data.setdefault("analysis_ref", data.get("analysis", ""))
         data.setdefault("lumi_pb", None)
+        data.setdefault("processes", None)
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as err:

@@ -49,7 +49,7 @@ from hepsieve.processors.executors import (
     worker_peak_rss_mb,
 )
 from hepsieve.processors.metrics import auc_from_histograms
-from hepsieve.processors.outputs import OutputDir, check_writable_dir, output_dir, write_outputs
+from hepsieve.processors.outputs import OutputDir, attach_fills, check_writable_dir, output_dir, write_outputs
 from hepsieve.processors.processor import MODES, AnalysisProcessor
 from hepsieve.processors.provenance import RunRecord
 
@@ -85,6 +85,7 @@ class RunConfig:
     skip_bad_files: bool = False
     checkpoint: str | Path | None = None
     score_cut: float | dict[str, float] | None = None  # one cut, or {model: cut}
+    variations: list[str] | None = None  # None: all the analysis declares; [] none
     progress: bool = True
     cluster: ClusterOptions | None = None  # dask workers in batch jobs (dask-jobqueue)
     preflight_on_workers: bool | None = None  # None: on the dask workers when the fileset has URLs
@@ -186,6 +187,22 @@ def _scorers(config: RunConfig, analysis: Analysis) -> list[OnnxScorer]:
         return []
     threads = 0 if config.executor == "iterative" else 1
     return load_scorers(models_dir, analysis, threads=threads, names=config.models)
+
+
+def check_variation_metadata(
+    analysis: Analysis, resolved: ResolvedFileset, variations: tuple[str, ...]
+) -> None:
+    """Check that every simulated dataset has the metadata the chosen weight variations read."""
+    for wv in analysis.weights.variations:
+        if f"{wv.name}Up" not in variations:
+            continue
+        for dataset, entry in resolved.fileset.items():
+            missing = [k for k in wv.requires if entry["metadata"].get(k) is None]
+            if missing and not entry["metadata"].get("is_data"):
+                raise ConfigurationError(
+                    f"dataset {dataset}: weight variation {wv.name!r} needs {missing} in "
+                    "the fileset (or run without it: --variations ...)"
+                )
 
 
 def _checkpointer(
@@ -311,7 +328,8 @@ def _record(
         is_toy=resolved.is_toy, data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else None,
         fileset={ds: list(v["files"]) for ds, v in resolved.fileset.items()},
         datasets_meta={ds: v["metadata"] for ds, v in resolved.fileset.items()},
-        fileset_sha256=_fileset_hash(resolved), lumi_pb=spec.get("lumi_pb"),
+        fileset_sha256=_fileset_hash(resolved),
+        processes=spec.get("processes"), lumi_pb=spec.get("lumi_pb"),
         skipped_files=resolved.skipped + (lost if config.maxchunks is None else []),
         accounting=accounting,
         models={s.name: {"card": str(s.card.path), "feature_set": s.feature_set, "onnx_sha256": s.hashes}
@@ -395,8 +413,13 @@ def run(config: RunConfig) -> RunResult:
         started = stack.enter_context(_started_executor(config)) if on_workers else None
         resolved = _preflight(config, spec, flavour, started[0] if started else None)
         proc = AnalysisProcessor(
-            analysis, _scorers(config, analysis), mode=config.mode, score_cut=config.score_cut
+            analysis,
+            _scorers(config, analysis),
+            mode=config.mode,
+            score_cut=config.score_cut,
+            variations=config.variations,
         )
+        check_variation_metadata(analysis, resolved, proc.variations)
         checkpointer = _checkpointer(config, analysis, proc)
         if target is not None:
             proc.features_dir = str((checkpointer.dir if checkpointer else target.tmp) / "features")
@@ -435,6 +458,7 @@ def _finish(
     record.reused_chunks = int(output.get("reused_chunks", 0)) if config.checkpoint else None
     if proc.scorers and {"signal", "background"} <= set(analysis.categories.names):
         record.auc_from_histograms = auc_from_histograms(output["histograms"])
+    attach_fills(output.get("histograms", {}), output.get("fills", {}))
     files: list[Path] = []
     if target is not None:
         if config.mode == "features":

@@ -158,3 +158,44 @@ def slurm(tmp_path_factory):
 def file_server():
     """Return the class of a static HTTP server on 127.0.0.1 with byte ranges (a context manager)."""
     return _helper("http_files").FileServer
+
+
+# --- atlas-dm (ATLAS Open Data DM + Z -> ll) ---
+DM_TOY_EVENTS = 1500
+
+
+@pytest.fixture(scope="session")
+def dm_toy_events() -> int:
+    """Rows per file of the atlas-dm toy."""
+    return DM_TOY_EVENTS
+
+
+@pytest.fixture(scope="session")
+def dm_toy_dir(tmp_path_factory) -> Path:
+    """The five atlas-dm toy CSVs and their Parquet, 1500 rows per file (seed 7)."""
+    from hepsieve.datasets.toys.atlas_dm import generate
+
+    return generate(tmp_path_factory.mktemp("dm_toys"), events=DM_TOY_EVENTS, seed=7)
+
+
+@pytest.fixture(scope="session")
+def dm_features_run(dm_toy_dir, tmp_path_factory):
+    """(RunResult, directory) of a features-mode atlas-dm run over the toy (iterative)."""
+    out = tmp_path_factory.mktemp("dm_features")
+    result = run(
+        RunConfig("atlas-dm", dm_toy_dir, out, mode="features", executor="iterative", progress=False)
+    )
+    return result, out
+
+
+@pytest.fixture(scope="session")
+def dm_models(dm_features_run, tmp_path_factory) -> Path:
+    """Small hgb, mlp and rf (2 folds each) trained on the atlas-dm toy features."""
+    from hepsieve.training.train import train
+
+    out = tmp_path_factory.mktemp("dm_models")
+    features = dm_features_run[1] / "features"
+    train("atlas-dm", features, "hgb", out, progress=False, hyper={"max_iter": 40, "max_leaf_nodes": 8})
+    train("atlas-dm", features, "mlp", out, progress=False, hyper={"epochs": 6, "hidden": (16, 8)})
+    train("atlas-dm", features, "rf", out, progress=False, hyper={"n_estimators": 40, "max_depth": 5})
+    return out

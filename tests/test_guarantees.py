@@ -81,7 +81,7 @@ def test_score_histograms_equal_bare_fold_sessions(scored_run, vbf_events, cms_m
     for dataset, ev in vbf_events.items():
         score = _bare_scores(cms_models, model, _x(ev), ev["f_event"])
         expected, _ = np.histogram(score, bins=h.axes["score"].edges, weights=ev["f_weight"].astype(float))
-        got = h[{"dataset": dataset, "category": "vbf"}].values()
+        got = h[{"dataset": dataset, "category": "vbf", "variation": "nominal"}].values()
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
 
 
@@ -113,7 +113,7 @@ def test_pass_histogram_holds_exactly_the_events_above_the_cut(scored_run, vbf_e
     h = scored_run.histograms["m4l_mlp_pass"]
     for dataset, ev in vbf_events.items():
         passed = _bare_scores(cms_models, "mlp", _x(ev), ev["f_event"]) > CUT
-        total = h[{"dataset": dataset, "category": "vbf"}].sum(flow=True)
+        total = h[{"dataset": dataset, "category": "vbf", "variation": "nominal"}].sum(flow=True)
         assert total.value == pytest.approx(ev["f_weight"][passed].astype(float).sum(), rel=1e-9)
         assert total.variance == pytest.approx(
             np.square(ev["f_weight"][passed].astype(float)).sum(), rel=1e-9
@@ -255,7 +255,9 @@ def test_cli_score_cut_reaches_the_pass_histograms(cms_toy_dir, cms_models, vbf_
             == 0
         )
         assert json.loads((out / "run.json").read_text())["score_cut"] == {"mlp": cut}
-        h = load_histograms(out)["m4l_mlp_pass"][{"dataset": "ZZTo4mu", "category": "vbf"}]
+        h = load_histograms(out)["m4l_mlp_pass"][
+            {"dataset": "ZZTo4mu", "category": "vbf", "variation": "nominal"}
+        ]
         assert h.sum(flow=True).value == pytest.approx(
             ev["f_weight"][score > cut].astype(float).sum(), rel=1e-9
         )

@@ -48,7 +48,7 @@ from hepsieve.processors.analyses.hzz4l_cms import BRANCHES, TREE, UNDEFINED
 log = logging.getLogger(__name__)
 
 LEPTON_EFFICIENCY = {"mu": 0.95, "e": 0.85}
-PRODUCTION = {"VBF H": "vbf", "ggH": "ggh", "ZZ": "zz", "ttH": "tth"}
+PRODUCTION = {"vbf_h": "vbf", "ggh": "ggh", "zz": "zz", "tth": "tth"}  # fileset process -> physics
 
 
 def _stored_leptons(rng: np.random.Generator, truth: list, is_mu: np.ndarray) -> list[list[np.ndarray]]:

@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "cms-hzz4l": "hepsieve.processors.analyses.hzz4l_cms:ANALYSIS",
     "atlas-hzz4l": "hepsieve.processors.analyses.hzz4l_atlas:ANALYSIS",
     "higgs-uci": "hepsieve.processors.analyses.higgs_uci:ANALYSIS",
+    "atlas-dm": "hepsieve.processors.analyses.atlas_dm:ANALYSIS",
 }
 
 

@@ -29,12 +29,15 @@ from hepsieve.processors.analysis import (
     FeatureSpec,
     Inputs,
     Scoring,
+    ShapeVariation,
     Step,
     Style,
     Tools,
     Weights,
+    WeightVariation,
     branch_types,
     histogram,
+    relative_variation,
 )
 
 # --- schema of the real files (SCHEMAS.md sections 2 and 3) ---
@@ -79,6 +82,13 @@ Z0_SIN_THETA_MAX_MM = 0.5
 PT_MIN = {"e": 7.0, "mu": 5.0}
 ETA_MAX = {"e": 2.47, "mu": 2.5}
 N_LEPTONS = 4
+
+# --- systematic uncertainties (the mini trees carry none: flat relative values, documented) ---
+#: per-lepton scale-factor uncertainties: the event factor is (1 ± δ)^n for n leptons of the flavour
+SF_PER_LEPTON = {"ELE": ("e", 0.01), "MUON": ("mu", 0.01)}
+SF_PER_EVENT = {"PILEUP": 0.02, "LepTRIGGER": 0.005}
+#: lepton momentum scale, relative (ATLAS H->4l: electrons ~0.4 %, muons ~0.1 %)
+LEPTON_SCALE = {"e": 0.004, "mu": 0.001}
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,40 @@ def objects(events: ak.Array) -> LeptonTable:
     """Return the chunk's lepton table with the good-lepton mask (once per chunk)."""
     cols, counts = lepton_columns(events)
     return LeptonTable(cols, counts, good_mask(cols))
+
+
+def lepton_scale(events: ak.Array, leptons: LeptonTable, meta: Mapping, direction: int) -> tuple:
+    """Return the events and the lepton table with pT and E scaled by 1 ± δ(flavour).
+
+    The good-lepton mask is made again: pT thresholds and relative isolation move with it.
+    """
+    cols = dict(leptons.columns)
+    factor = 1.0 + direction * np.where(cols["type"] == 11, LEPTON_SCALE["e"], LEPTON_SCALE["mu"])
+    cols["pt"], cols["E"] = cols["pt"] * factor, cols["E"] * factor
+    return events, LeptonTable(cols, leptons.counts, good_mask(cols))
+
+
+def _sf_variation(name: str, flavour: str | None, delta: float) -> WeightVariation:
+    """Return a flat relative uncertainty on ``scaleFactor_<name>``, per lepton or per event."""
+
+    def factor(sign: int):
+        def f(events: ak.Array, leptons: LeptonTable, meta: Mapping) -> np.ndarray | float:
+            if flavour is None:
+                return 1.0 + sign * delta
+            n = leptons.good_sum(leptons.columns["type"] == (11 if flavour == "e" else 13))
+            return (1.0 + sign * delta) ** n
+
+        return f
+
+    label = f"{delta:.1%} per {'electron' if flavour == 'e' else 'muon'}" if flavour else f"{delta:.1%}"
+    return WeightVariation(f"sf_{name.lower()}", factor(+1), factor(-1), f"scaleFactor_{name} ± {label}")
+
+
+WEIGHT_VARIATIONS = (
+    relative_variation("lumi", "lumi_uncertainty", "integrated luminosity"),
+    *(_sf_variation(name, flavour, delta) for name, (flavour, delta) in SF_PER_LEPTON.items()),
+    *(_sf_variation(name, None, delta) for name, delta in SF_PER_EVENT.items()),
+)
 
 
 def weights(events: ak.Array, leptons: LeptonTable, meta: Mapping) -> np.ndarray:
@@ -259,7 +303,8 @@ ANALYSIS = Analysis(
     ),
     objects=objects,
     selection=SELECTION,
-    weights=Weights(weights),
+    weights=Weights(weights, variations=WEIGHT_VARIATIONS),
+    shape_variations=(ShapeVariation("lepton_scale", lepton_scale, "lepton pT scale (0.4 % e, 0.1 % mu)"),),
     observables=observables,
     categories=Categories(tuple(CHANNELS.values()), categorize),
     features={

@@ -19,12 +19,14 @@ from hepsieve.processors.analysis import (
     FeatureSpec,
     Inputs,
     Scoring,
+    ShapeVariation,
     Step,
     Style,
     Tools,
     Weights,
     branch_types,
     histogram,
+    relative_variation,
 )
 
 # --- schema of the real files (SCHEMAS.md section 1): the toy generator writes exactly this ---
@@ -41,6 +43,11 @@ BRANCHES = (
     *LEPTON_BRANCHES,
     *JET_BRANCHES,
 )  # the 26 confirmed branches, in file order
+
+# --- systematic uncertainties ---
+#: lepton momentum scale, relative (CMS H->ZZ->4l: muons ~0.1 %, electrons ~0.3 %)
+LEPTON_SCALE = {"4mu": 0.001, "4e": 0.003}
+SCALED_BY_LEPTONS = (*(f"f_lept{i}_pt" for i in range(1, 5)), "f_mass4l", "f_Z1mass", "f_Z2mass")
 
 # --- selection thresholds [GeV] ---
 M4L_MIN = 70.0
@@ -59,6 +66,23 @@ def weights(events: ak.Array, objects: ak.Array, meta: Mapping) -> np.ndarray:
     if meta.get("is_data"):
         return np.ones(len(events))
     return ak.to_numpy(events.f_weight).astype(np.float64)
+
+
+def lepton_scale(events: ak.Array, objects: ak.Array, meta: Mapping, direction: int) -> tuple:
+    """Return the events with lepton momenta and the masses made of them scaled by 1 ± δ.
+
+    The reduced ntuples store no lepton flavour per event, so the file's channel decides δ
+    (``4l`` files: the electron value). Masses of (nearly) massless leptons scale like the
+    momenta; -999 sentinels stay -999.
+    """
+    factor = 1.0 + direction * LEPTON_SCALE.get(meta.get("channel", "4e"), LEPTON_SCALE["4e"])
+    columns = {f: ak.to_numpy(events[f]) for f in events.fields}
+    for f in SCALED_BY_LEPTONS:
+        columns[f] = np.where(columns[f] != UNDEFINED, columns[f] * factor, columns[f]).astype(
+            columns[f].dtype
+        )
+    varied = ak.zip(columns, depth_limit=1)
+    return varied, varied
 
 
 def _four_leptons_defined(events: ak.Array, objects: ak.Array) -> np.ndarray:
@@ -108,7 +132,12 @@ ANALYSIS = Analysis(
         event_id="f_event",
     ),
     selection=SELECTION,
-    weights=Weights(weights),
+    weights=Weights(
+        weights, variations=(relative_variation("lumi", "lumi_uncertainty", "integrated luminosity"),)
+    ),
+    shape_variations=(
+        ShapeVariation("lepton_scale", lepton_scale, "lepton momentum scale (0.1 % mu, 0.3 % e)"),
+    ),
     categories=Categories(("vbf", "untagged"), categorize),
     features={
         "high-level": FeatureSpec(HIGH_LEVEL, _columns, units=("GeV", "", "GeV", "GeV", "GeV")),

@@ -128,14 +128,22 @@ def test_selected_weights_equal_xsec_lumi_mcweight_sf_over_sumw(atlas_toy_dir, a
     last = steps["two same-flavour opposite-sign pairs"]
     assert last["n"] == keep.sum()
     assert last["sumw"] == pytest.approx(expected, rel=1e-6)
-    m4l = atlas_run[0].histograms["m4l"][{"dataset": dataset}].sum(flow=True).value
+    m4l = atlas_run[0].histograms["m4l"][{"dataset": dataset, "variation": "nominal"}].sum(flow=True).value
     assert m4l == pytest.approx(expected, rel=1e-6)
 
 
 def test_pseudo_data_agrees_with_mc_within_3_sigma(atlas_run):
     h = atlas_run[0].histograms["m4l"]
-    data = sum(h[{"dataset": d}].sum(flow=True).value for d in h.axes["dataset"] if d.startswith("data"))
-    mc = sum(h[{"dataset": d}].sum(flow=True).value for d in h.axes["dataset"] if not d.startswith("data"))
+    data = sum(
+        h[{"dataset": d, "variation": "nominal"}].sum(flow=True).value
+        for d in h.axes["dataset"]
+        if d.startswith("data")
+    )
+    mc = sum(
+        h[{"dataset": d, "variation": "nominal"}].sum(flow=True).value
+        for d in h.axes["dataset"]
+        if not d.startswith("data")
+    )
     assert data > 20
     assert abs(data - mc) < 3 * np.sqrt(mc)
 
@@ -166,15 +174,20 @@ def test_csv_and_root_inputs_give_identical_histograms(atlas_toy_dir, atlas_run,
     root = atlas_run[0].histograms
     for name in ("m4l", "z1_mass", "z2_mass", "pt4l"):
         for dataset in ("llll", "ggH125_ZZ4lep"):
-            a, b = flat.histograms[name][{"dataset": dataset}], root[name][{"dataset": dataset}]
+            a, b = (
+                flat.histograms[name][{"dataset": dataset, "variation": "nominal"}],
+                root[name][{"dataset": dataset, "variation": "nominal"}],
+            )
             np.testing.assert_array_equal(a.values(flow=True), b.values(flow=True))
             np.testing.assert_array_equal(a.variances(flow=True), b.variances(flow=True))
         data_root = sum(
-            root[name][{"dataset": d}].values(flow=True)
+            root[name][{"dataset": d, "variation": "nominal"}].values(flow=True)
             for d in root[name].axes["dataset"]
             if d.startswith("data")
         )
-        np.testing.assert_array_equal(flat.histograms[name][{"dataset": "data"}].values(flow=True), data_root)
+        np.testing.assert_array_equal(
+            flat.histograms[name][{"dataset": "data", "variation": "nominal"}].values(flow=True), data_root
+        )
 
 
 def test_converter_streams_gzip_adds_event_id_and_names_bad_files(tmp_path):

@@ -65,18 +65,24 @@ def test_histogram_sums_equal_selected_weights(hist_run, cms_toy_dir):
         )
         w = events["f_weight"][sel].astype(float)
         in_range = events["f_mass4l"][sel] < 400  # the rest sits in the overflow bin
-        total = h[{"dataset": dataset}].sum(flow=True)
+        total = h[{"dataset": dataset, "variation": "nominal"}].sum(flow=True)
         assert total.value == pytest.approx(w.sum(), rel=1e-9)
-        assert h[{"dataset": dataset}].sum().value == pytest.approx(w[in_range].sum(), rel=1e-9)
+        assert h[{"dataset": dataset, "variation": "nominal"}].sum().value == pytest.approx(
+            w[in_range].sum(), rel=1e-9
+        )
         vbf = events["f_jet2_pt"][sel] != -999
-        score = result.histograms["score_mlp"][{"dataset": dataset, "category": "vbf"}]
+        score = result.histograms["score_mlp"][
+            {"dataset": dataset, "category": "vbf", "variation": "nominal"}
+        ]
         assert score.sum(flow=True).value == pytest.approx(w[vbf].sum(), rel=1e-9)
 
 
 def test_score_cut_histogram_is_subset(hist_run):
     result, _ = hist_run
-    all_vbf = result.histograms["m4l"][{"category": "vbf"}].sum(flow=True).value
-    passed = result.histograms["m4l_mlp_pass"][{"category": "vbf"}].sum(flow=True).value
+    all_vbf = result.histograms["m4l"][{"category": "vbf", "variation": "nominal"}].sum(flow=True).value
+    passed = (
+        result.histograms["m4l_mlp_pass"][{"category": "vbf", "variation": "nominal"}].sum(flow=True).value
+    )
     assert 0 < passed < all_vbf
 
 
@@ -87,7 +93,7 @@ def test_root_file_matches_hist_contents(hist_run):
     with uproot.open(out / "histograms.root") as fin:
         for name in ("m4l", "score_rf", "mjj"):
             for dataset in ("VBF_HToZZTo4mu", "ZZTo4e"):
-                h = stored[name][{"dataset": dataset, "category": "vbf"}]
+                h = stored[name][{"dataset": dataset, "category": "vbf", "variation": "nominal"}]
                 th1 = fin[f"{name}/vbf/{dataset}"]
                 np.testing.assert_allclose(th1.values(), h.values(), rtol=1e-12)
                 np.testing.assert_allclose(th1.variances(), h.variances(), rtol=1e-12)
@@ -129,7 +135,10 @@ def test_executors_and_chunksizes_agree(
     for name, h in reference.histograms.items():
         other = result.histograms[name]
         for dataset in h.axes["dataset"]:
-            a, b = h[{"dataset": dataset}].view(flow=True), other[{"dataset": dataset}].view(flow=True)
+            a, b = (
+                h[{"dataset": dataset, "variation": "nominal"}].view(flow=True),
+                other[{"dataset": dataset, "variation": "nominal"}].view(flow=True),
+            )
             np.testing.assert_allclose(b["value"], a["value"], rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(b["variance"], a["variance"], rtol=1e-9, atol=1e-14)
     # unweighted counts are exact: refill-free check via the cutflow of the scored category
@@ -277,7 +286,9 @@ def test_nan_features_are_counted_warned_and_not_scored(run_cms, cms_toy_dir, cm
     assert steps["input"]["n"] == len(events["f_mass4l"])
     assert steps["category vbf"]["n"] == len(vbf)  # NaN m_jj is not -999: still vbf
     assert steps["vbf: finite features"]["n"] == len(vbf) - 7
-    score = result.histograms["score_mlp"][{"dataset": "VBF_HToZZTo4mu", "category": "vbf"}]
+    score = result.histograms["score_mlp"][
+        {"dataset": "VBF_HToZZTo4mu", "category": "vbf", "variation": "nominal"}
+    ]
     assert score.sum(flow=True).value == pytest.approx(steps["vbf: finite features"]["sumw"])
 
 

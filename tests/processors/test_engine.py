@@ -166,7 +166,7 @@ def test_plugin_analysis_object_in_the_python_api_on_a_futures_pool(plugin_dir, 
     assert by_object.files == [] and not list(tmp_path.glob("*.json"))  # nothing written
     assert by_object.cutflow == by_name.cutflow
     h = by_object.histograms["mll"]
-    assert h[{"dataset": "signal"}].sum(flow=True).value == pytest.approx(
+    assert h[{"dataset": "signal", "variation": "nominal"}].sum(flow=True).value == pytest.approx(
         by_object.cutflow["signal"]["met > 20 GeV"]["sumw"]
     )
 

@@ -123,6 +123,7 @@ def test_checkpoint_of_a_parquet_file_rewritten_with_the_same_size_is_not_reused
                 "format": "parquet",
                 "inputs": "flat-csv",
                 "lumi_pb": 1.0,
+                "lumi_uncertainty": 0.02,
                 "datasets": {"zz": {"files": ["zz.parquet"], "metadata": {"role": "background"}}},
             }
         )
