@@ -293,6 +293,7 @@ def _parse_bench(sub) -> None:
         help="run the whole sequence N times and report the median of each row",
     )
     p.add_argument("--out", type=Path, default=Path("bench"))
+    _cluster_options(p)
 
 
 def _parse_fileset(sub) -> None:
@@ -549,6 +550,7 @@ def cmd_bench(args) -> None:
         args.models,
         args.model_names,
         repeat=args.repeat,
+        cluster=cluster_options(args),
     )
 
 

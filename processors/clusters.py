@@ -116,7 +116,7 @@ def cluster_kwargs(
     kwargs.setdefault("processes", kwargs["cores"])
     if "memory" not in kwargs:
         kwargs["memory"] = f"{int(MEMORY_PER_CORE.removesuffix('GB')) * int(kwargs['cores'])}GB"
-    kwargs["job_extra_directives"] = [*kwargs.get("job_extra_directives", []), *options.job_directives]
+    kwargs["job_extra_directives"] = _directives(options, kwargs.get("job_extra_directives"))
     kwargs["job_script_prologue"] = [*kwargs.get("job_script_prologue", []), *worker_prologue(worker_config)]
     preload = [arg for module in worker_modules for arg in ("--preload", module)]
     kwargs["worker_extra_args"] = [*kwargs.get("worker_extra_args", []), *preload]
@@ -125,6 +125,23 @@ def cluster_kwargs(
     kwargs.setdefault("job_name", "hepsieve")
     kwargs.setdefault("log_directory", options.log_dir)
     return kwargs
+
+
+def _directives(options: ClusterOptions, profile: list[str] | dict[str, str] | None) -> list | dict:
+    """Return the profile's job directives followed by ``--job-directive``'s.
+
+    HTCondor's are a submit-description mapping (``KEY=VALUE`` on the command line); the other
+    batch systems' a list of lines without their prefix (``#SBATCH``, ``#PBS``, ...).
+    """
+    if options.kind != "htcondor":
+        return [*(profile or []), *options.job_directives]
+    out = dict(profile or {})
+    for line in options.job_directives:
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--job-directive {line!r}: HTCondor directives are KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _cluster_class(kind: str):

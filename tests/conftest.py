@@ -136,18 +136,27 @@ def _helper(name: str):
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):
-    """A single-node Slurm on 127.0.0.1 for the session; skipped, saying why, where it cannot start."""
+    """A single-node Slurm on 127.0.0.1 for the session; skipped, saying why, where it cannot start.
+
+    Under ``.ci/run`` it is the one ``.ci/slurm`` started (``HEPSIEVE_TEST_SLURM_DIR``): that one
+    must be up (an error, not a skip); otherwise the fixture starts its own and stops it after.
+    """
     import os
 
-    cluster = _helper("slurm").SingleNodeSlurm(tmp_path_factory.mktemp("slurm"))
-    reason = cluster.start()
+    slurm_module = _helper("slurm")
+    ci_dir = os.environ.get("HEPSIEVE_TEST_SLURM_DIR")
+    cluster = slurm_module.SingleNodeSlurm(Path(ci_dir) if ci_dir else tmp_path_factory.mktemp("slurm"))
+    if ci_dir and not cluster.idle():
+        pytest.fail(f"HEPSIEVE_TEST_SLURM_DIR={ci_dir}: the Slurm that .ci/slurm started is not up")
+    reason = None if ci_dir else cluster.start()
     if reason:
         cluster.stop()
         pytest.skip(reason)
     before = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)  # for sbatch/squeue, as dask-jobqueue calls them
     yield cluster
-    cluster.stop()
+    if not ci_dir:
+        cluster.stop()
     if before is None:
         os.environ.pop("SLURM_CONF", None)
     else:

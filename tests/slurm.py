@@ -4,7 +4,8 @@ Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them). Everything liv
 directory (key, sockets, state, logs) and the daemons listen on free ports of 127.0.0.1, so a
 machine's own Slurm, if any, is not touched. ``start`` returns None when it works, else the
 reason it could not start (the fixture skips with it: reported, never silent).
-Loaded by a fixture in ``tests/conftest.py`` (tests never import each other).
+Loaded by a fixture in ``tests/conftest.py`` (tests never import each other); ``.ci/slurm`` runs
+it as a script (``python tests/slurm.py start|stop DIR``) to start one for the whole CI run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,8 +81,16 @@ class SingleNodeSlurm:
             argv, capture_output=True, text=True, timeout=timeout, check=False, env=os.environ | self.env
         )
 
+    def idle(self) -> bool:
+        """Return whether this directory's Slurm is up and its node idle (ready for jobs)."""
+        if not self.conf.is_file() or shutil.which("sinfo") is None:
+            return False
+        return self._run("sinfo", "-h", "-N", "-o", "%T", timeout=10).stdout.strip().startswith("idle")
+
     def start(self) -> str | None:
         """Start the daemons; return None once the node is idle, else why Slurm cannot run here."""
+        if self.idle():  # started before (by .ci/slurm): reuse it
+            return None
         missing = [d for d in DAEMONS if shutil.which(d) is None]
         if missing:
             return f"Slurm cannot start: {', '.join(missing)} not found (apt-get install slurm-wlm munge)"
@@ -153,7 +163,8 @@ class SingleNodeSlurm:
 
     def stop(self) -> None:
         """Stop slurmd, slurmctld and munged (by their pid files)."""
-        self._run("scancel", "--user=root")
+        if self.conf.is_file() and shutil.which("scancel"):
+            self._run("scancel", "--user=root")
         for name in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
             pid_file = self.root / name
             try:
@@ -167,3 +178,26 @@ class SingleNodeSlurm:
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
+
+
+def main(argv: list[str]) -> int:
+    """``start DIR``: start (or reuse) the Slurm of DIR, print its SLURM_CONF; ``stop DIR``: stop it."""
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        sys.stderr.write("usage: python tests/slurm.py start|stop DIR\n")
+        return 2
+    cluster = SingleNodeSlurm(Path(argv[1]).resolve())
+    if argv[0] == "stop":
+        cluster.stop()
+        return 0
+    cluster.root.mkdir(parents=True, exist_ok=True)
+    reason = cluster.start()
+    if reason:
+        cluster.stop()
+        sys.stderr.write(reason + "\n")
+        return 1
+    sys.stdout.write(f"SLURM_CONF={cluster.conf}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

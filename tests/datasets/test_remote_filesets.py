@@ -31,7 +31,8 @@ def _fileset(tmp_path, files: dict[str, list[str]], name="fs.json"):
     """A hepsieve fileset of ``files`` (dataset -> entries) with the shipped metadata."""
     datasets = {ds: {"files": f, "metadata": SPEC["datasets"][ds]["metadata"]} for ds, f in files.items()}
     path = tmp_path / name
-    path.write_text(json.dumps({"tree": TREE, "lumi_pb": SPEC["lumi_pb"], "datasets": datasets}))
+    top = {k: SPEC[k] for k in ("tree", "lumi_pb", "lumi_uncertainty", "processes")}
+    path.write_text(json.dumps(top | {"datasets": datasets}))
     return str(path)
 
 
@@ -226,7 +227,8 @@ def _coffea_fileset(cms_toy_dir, names=DATASETS):
     return {
         ds: {
             "files": {str(cms_toy_dir / f"{ds}.root"): TREE},
-            "metadata": SPEC["datasets"][ds]["metadata"] | {"lumi_pb": SPEC["lumi_pb"]},
+            "metadata": SPEC["datasets"][ds]["metadata"]
+            | {"lumi_pb": SPEC["lumi_pb"], "lumi_uncertainty": SPEC["lumi_uncertainty"]},
         }
         for ds in names
     }
@@ -343,6 +345,7 @@ def test_hepsieve_fileset_writes_a_coffea_fileset_from_a_directory_or_urls(
     assert written["ZZTo4mu"]["files"] == {str((d / "ZZTo4mu.root").resolve()): TREE}
     assert written["ZZTo4mu"]["metadata"]["role"] == SPEC["datasets"]["ZZTo4mu"]["metadata"]["role"]
     assert written["ZZTo4mu"]["metadata"]["lumi_pb"] == SPEC["lumi_pb"]
+    assert written["ZZTo4mu"]["metadata"]["lumi_uncertainty"] == SPEC["lumi_uncertainty"]
     _assert_same(_run(str(out)), local)
     with file_server(cms_toy_dir) as server:
         urls = tmp_path / "urls.txt"
@@ -352,3 +355,21 @@ def test_hepsieve_fileset_writes_a_coffea_fileset_from_a_directory_or_urls(
         assert json.loads(out_urls.read_text())["ZZTo4mu"]["files"] == {f"{server.url}/ZZTo4mu.root": TREE}
         _assert_same(_run(str(out_urls)), local)
     assert "unrelated.root: its name matches no dataset" in caplog.text
+
+
+def test_hepsieve_fileset_gives_each_dataset_the_role_of_its_process():
+    spec = {
+        "tree": "t",
+        "lumi_pb": 10.0,
+        "lumi_uncertainty": 0.02,
+        "processes": {"sig": {"label": "S", "role": "signal"}},
+        "datasets": {"A": {"files": ["a_*.root"], "metadata": {"process": "sig"}}},
+    }
+    written, unmatched = filesets.build_fileset(spec, ["https://h/a_1.root", "/d/b.root"])
+    assert written["A"]["files"] == {"https://h/a_1.root": "t"} and unmatched == ["/d/b.root"]
+    assert written["A"]["metadata"] == {
+        "process": "sig",
+        "role": "signal",
+        "lumi_pb": 10.0,
+        "lumi_uncertainty": 0.02,
+    }

@@ -55,6 +55,25 @@ def test_every_batch_system_gets_a_job_script_with_the_worker_settings(kind, tmp
     assert "--nthreads 1" in text
 
 
+def test_htcondor_directives_are_a_submit_mapping_and_jobs_ask_for_disk(tmp_path):
+    from hepsieve.processors.clusters import _build
+
+    profile = tmp_path / "site.yaml"
+    profile.write_text("jobqueue:\n  htcondor:\n    job_extra_directives: {request_gpus: '0'}\n")
+    options = ClusterOptions(
+        "htcondor", job_directives=('+JobFlavour="longlunch"',), profile=str(profile), log_dir=str(tmp_path)
+    )
+    kwargs = cluster_kwargs(options, LOCAL_DASK_CONFIG, WORKER_MODULES)
+    assert kwargs["job_extra_directives"] == {"request_gpus": "0", "+JobFlavour": '"longlunch"'}
+    assert kwargs["disk"] == "1GB"
+    cluster, script = _build(options, kwargs)
+    with cluster:
+        text = script.read_text()
+    assert '+JobFlavour = "longlunch"' in text and "request_gpus = 0" in text
+    with pytest.raises(ConfigurationError, match="--job-directive 'longlunch': HTCondor directives are KEY="):
+        cluster_kwargs(ClusterOptions("htcondor", job_directives=("longlunch",)), {}, ())
+
+
 def _fake_batch_system(tmp_path, monkeypatch, sbatch_body: str) -> Path:
     """Put fake sbatch/squeue/scancel on PATH (nothing else): a batch system that never runs jobs."""
     bin_dir = tmp_path / "bin"
