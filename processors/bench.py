@@ -309,22 +309,8 @@ def bench(
     if repeat < 1:
         raise ConfigurationError(f"--repeat {repeat}: must be at least 1")
     out_dir = Path(out_dir)
-    rows = _median_rows(
-        [
-            _one_round(
-                analysis_name,
-                data_dir,
-                out_dir,
-                executors,
-                workers,
-                chunksize,
-                models_dir,
-                model_names,
-                cluster,
-            )
-            for _ in range(repeat)
-        ]
-    )
+    args = (analysis_name, data_dir, out_dir, executors, workers, chunksize, models_dir, model_names)
+    rows = _median_rows([_one_round(*args, cluster) for _ in range(repeat)])
     floor_events = next(iter(rows.values()))["events"]
     text = text_baseline(analysis_name, data_dir, models_dir, model_names, floor_events)
     if text:

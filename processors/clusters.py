@@ -219,6 +219,11 @@ def _submit(cluster, options: ClusterOptions, workers: int, script: Path) -> Non
     try:
         cluster.sync(cluster._correct_state_internal)
     except Exception as err:  # noqa: BLE001 (the batch system's error, whatever its type)
+        from distributed.core import Status
+
+        for job in cluster._created:  # refused jobs never started: let the cluster close cleanly
+            if job.status == Status.created:
+                job.status = Status.failed
         text = " ".join(str(err).split())[:400]
         raise ConfigurationError(
             f"--cluster {options.kind}: the job was refused ({text}); job script: {script}"

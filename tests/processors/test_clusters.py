@@ -61,7 +61,7 @@ def test_htcondor_directives_are_a_submit_mapping_and_jobs_ask_for_disk(tmp_path
     profile = tmp_path / "site.yaml"
     profile.write_text("jobqueue:\n  htcondor:\n    job_extra_directives: {request_gpus: '0'}\n")
     options = ClusterOptions(
-        "htcondor", job_directives=('+JobFlavour="longlunch"',), profile=str(profile), log_dir=str(tmp_path)
+        "htcondor", job_directives=('+JobFlavour = "longlunch"',), profile=str(profile), log_dir=str(tmp_path)
     )
     kwargs = cluster_kwargs(options, LOCAL_DASK_CONFIG, WORKER_MODULES)
     assert kwargs["job_extra_directives"] == {"request_gpus": "0", "+JobFlavour": '"longlunch"'}
@@ -193,6 +193,22 @@ def _assert_same(result, reference):
 def _run(data, out, **kw):
     kw.setdefault("executor", "iterative")
     return run(RunConfig("cms-hzz4l", data, out, datasets=DATASETS, chunksize=500, progress=False, **kw))
+
+
+def test_slurm_setup_says_why_it_cannot_start_and_reuses_a_running_one(slurm, tmp_path):
+    import subprocess
+
+    helper = Path(__file__).parents[1] / "slurm.py"
+    failed = subprocess.run(
+        [sys.executable, str(helper), "start", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path)},  # no Slurm, no munge
+        check=False,
+    )
+    assert failed.returncode == 1 and failed.stderr.startswith("Slurm cannot start: munged, mungekey, ")
+    pid = (slurm.root / "slurmctld.pid").read_text()
+    assert slurm.start() is None and (slurm.root / "slurmctld.pid").read_text() == pid  # not restarted
 
 
 def test_slurm_workers_run_with_the_local_settings(slurm, tmp_path):
