@@ -135,7 +135,7 @@ def _directives(options: ClusterOptions, profile: list[str] | dict[str, str] | N
     """
     if options.kind != "htcondor":
         return [*(profile or []), *options.job_directives]
-    out = dict(profile or {})
+    out: dict[str, str] = dict(profile) if isinstance(profile, dict) else {}
     for line in options.job_directives:
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
