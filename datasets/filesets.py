@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import awkward as ak
 import pyarrow as pa
@@ -80,7 +81,7 @@ def normalize_spec(spec: object, where: str | Path) -> dict:
         if "tree" not in spec:
             _tree_from_files(spec, where)
     check_spec(spec, where)
-    return spec
+    return cast(dict, spec)  # check_spec raised unless it is one
 
 
 def _normalize_dataset(spec: dict, name: str, entry: object, where: str | Path) -> object:
