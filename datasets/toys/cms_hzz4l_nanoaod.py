@@ -53,7 +53,7 @@ from hepsieve.datasets.toys.kinematics import (
     breit_wigner,
     decay_to_four_leptons,
     decay_two_body,
-    four_lepton_system_mass,
+    four_lepton_system,
     p4_from_rapidity,
     production_jets,
     recoiling_parent,
@@ -143,7 +143,7 @@ def _non_prompt(rng, src_pt, src_eta, src_phi) -> tuple[dict, tuple]:
 def _higgs_or_zz(rng, production: str, n: int) -> tuple[dict, tuple]:
     """H (VBF, ggH) or qq->ZZ -> 4l with the process' production jets."""
     jets = production_jets(rng, production, n)
-    parent = recoiling_parent(rng, jets[0], jets[2], four_lepton_system_mass(rng, production, n))
+    parent = recoiling_parent(rng, jets[0], jets[2], four_lepton_system(rng, production, n)[0])
     u = rng.random(n)
     pdg_a = np.where(u < 0.25, 11, np.where(u < 0.5, 13, np.where(u < 0.75, 11, 13)))
     pdg_b = np.where(u < 0.25, 11, np.where(u < 0.5, 13, np.where(u < 0.75, 13, 11)))

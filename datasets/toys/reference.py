@@ -283,7 +283,7 @@ def measure_uci(toy_dir: str | Path) -> dict[str, float]:
 
 
 # model name in an evaluation's metrics.json -> reference key prefix (AUC and accuracy)
-METRIC_KEYS = {
+METRIC_KEYS: dict[str, dict[str, tuple[str, str | None]]] = {
     "cms-hzz4l": {
         "rf": ("rf_weighted_auc", "rf_accuracy_at_0.6"),
         "mlp": ("ann_weighted_auc", "ann_accuracy_at_0.6"),
