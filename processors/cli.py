@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from hepsieve.processors.analysis import EXECUTORS
 from hepsieve.processors.errors import ConfigurationError, HepsieveError
-from hepsieve.processors.executors import EXECUTORS
 from hepsieve.training.kinds import ACTIVATIONS, MODEL_KINDS, NEGATIVE_WEIGHT_POLICIES
 
 log = logging.getLogger("hepsieve")
@@ -222,6 +222,20 @@ def _parse_bench(sub) -> None:
         type=int,
         default=1,
         help="run the whole sequence N times and report the median of each row",
+    )
+    p.add_argument(
+        "--growth",
+        type=int,
+        nargs="+",
+        metavar="EVENTS",
+        help="also time whole `hepsieve run` commands on the first files holding EVENTS events "
+        "each (e.g. 1000000 3000000 11000000) and fit fixed + per-event cost",
+    )
+    p.add_argument("--growth-executor", choices=EXECUTORS, default="dask")
+    p.add_argument(
+        "--all-variations",
+        action="store_true",
+        help="fill every systematic variation (default: nominal only, as the baselines do)",
     )
     p.add_argument("--out", type=Path, default=Path("bench"))
 
@@ -458,6 +472,9 @@ def cmd_bench(args) -> None:
         args.models,
         args.model_names,
         repeat=args.repeat,
+        growth_sizes=args.growth,
+        growth_executor=args.growth_executor,
+        all_variations=args.all_variations,
     )
 
 
