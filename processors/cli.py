@@ -216,7 +216,9 @@ def _parse_bench(sub) -> None:
     p.add_argument("--model-names", nargs="+", help="use only these models")
     p.add_argument("--executors", nargs="+", choices=EXECUTORS, default=list(EXECUTORS))
     p.add_argument("--workers", type=int, default=_cpus())
-    p.add_argument("--chunksize", type=int, default=250_000)
+    p.add_argument(
+        "--chunksize", type=int, default=200_000, help="entries per chunk (default 200000: two clusters)"
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -334,9 +336,18 @@ def cmd_convert(args) -> None:
         print(f"{src} -> {args.out / name} ({rows} rows)")
 
 
+def _score_cut(args) -> float | dict[str, float] | None:
+    """Return --score-cut, or the working points of --working-points METRICS_JSON."""
+    if not args.working_points:
+        return args.score_cut
+    # only here: training.evaluate imports scikit-learn, scipy.stats and numba (3 s of every run)
+    from hepsieve.training.evaluate import working_points
+
+    return working_points(args.working_points)
+
+
 def _run_config(args):
     from hepsieve.processors.runner import RunConfig
-    from hepsieve.training.evaluate import working_points
 
     return RunConfig(
         analysis=args.analysis,
@@ -354,7 +365,7 @@ def _run_config(args):
         maxchunks=args.maxchunks,
         skip_bad_files=args.skip_bad_files,
         checkpoint=args.checkpoint,
-        score_cut=working_points(args.working_points) if args.working_points else args.score_cut,
+        score_cut=_score_cut(args),
         progress=not args.quiet,
     )
 
