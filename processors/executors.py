@@ -293,7 +293,7 @@ def started_early(name: str, workers: int, scheduler: str | None, progress: bool
     finally:
         with contextlib.suppress(BaseException):  # a failed start was raised by ready() already
             future.result()
-        stack.close()
+        thread.submit(stack.close).result()  # in the starting thread, as dask's Client wants
         thread.shutdown()
 
 

@@ -142,16 +142,23 @@ def metadata_cache(resolved: ResolvedFileset, tree: str, chunksize: int | None =
 
 
 def chunk_boundaries(clusters: list[int], chunksize: int) -> list[int]:
-    """Return the cluster starts, each cluster longer than ``chunksize`` split as coffea would.
+    """Return the chunk boundaries of a file: whole clusters, a cluster longer than a chunk split.
 
-    coffea's ``align_clusters`` starts a chunk at the first cluster boundary at least
-    ``chunksize`` entries after the last start, so a chunk is whole clusters and each basket is
-    read and decompressed once. A cluster longer than a chunk is cut into
-    ``round(length / chunksize)`` equal parts, coffea's own chunking of a file: a one-cluster
-    file is chunked exactly as without alignment.
+    Clusters are joined as coffea's ``align_clusters`` joins them (a chunk ends at the first
+    cluster boundary at least ``chunksize`` entries after its start), so each basket is read and
+    decompressed once; a chunk still longer than ``chunksize`` is cut into
+    ``round(length / chunksize)`` equal parts, coffea's own chunking of a file, so a one-cluster
+    file is chunked exactly as without alignment. The runner hands coffea these boundaries with
+    a target chunk of 1 entry: coffea then starts a chunk at each of them.
     """
-    out = [clusters[0]]
-    for start, stop in itertools.pairwise(clusters):
+    joined = [clusters[0]]
+    for c in clusters[1:]:
+        if c >= joined[-1] + chunksize:
+            joined.append(c)
+    if joined[-1] != clusters[-1]:
+        joined.append(clusters[-1])
+    out = [joined[0]]
+    for start, stop in itertools.pairwise(joined):
         n = max(round((stop - start) / chunksize), 1)
         size = math.ceil((stop - start) / n)
         out += [min(start + size * i, stop) for i in range(1, n + 1)]
@@ -248,16 +255,18 @@ def _execute(
     """
     schema = SCHEMA_CLASSES[analysis.input_flavour(spec.get("inputs")).schema]
     ex, startup = ready()  # started beside the input checks; startup: its own start, not processing
+    aligned = spec.get("format", "root") == "root"
     start = time.perf_counter()
     runner = HepsieveRunner(
         executor=ex,
         schema=schema,
-        chunksize=config.chunksize,
+        # aligned: coffea starts a chunk at every boundary of chunk_boundaries()
+        chunksize=1 if aligned else config.chunksize,
         maxchunks=config.maxchunks,
         checkpointer=checkpointer,
         format=spec.get("format", "root"),
         metadata_cache=metadata_cache(resolved, spec["tree"], config.chunksize),
-        align_clusters=spec.get("format", "root") == "root",
+        align_clusters=aligned,
         skipbadfiles=(ChunkReadError,) if config.skip_bad_files else False,
     )
     # uproot's default array cache (100 MB per file) copies every column it reads; coffea

@@ -122,7 +122,8 @@ def test_chunks_are_whole_clusters_and_one_cluster_files_chunk_as_coffea():
 
     def chunks(clusters, chunksize, align=True):
         meta = {"numentries": clusters[-1], "uuid": "u", "clusters": chunk_boundaries(clusters, chunksize)}
-        return [(w.entrystart, w.entrystop) for w in FileMeta("d", "f", "t", meta).chunks(chunksize, align)]
+        target = 1 if align else chunksize  # the runner's target when aligned: every boundary
+        return [(w.entrystart, w.entrystop) for w in FileMeta("d", "f", "t", meta).chunks(target, align)]
 
     clusters = [0, 100_000, 200_000, 300_000, 350_000]
     assert chunks(clusters, 200_000) == [(0, 200_000), (200_000, 350_000)]
@@ -132,7 +133,11 @@ def test_chunks_are_whole_clusters_and_one_cluster_files_chunk_as_coffea():
         (200_000, 300_000),
         (300_000, 350_000),
     ]
-    for n, size in ((3000, 1000), (2500, 1000), (1_000_000, 200_000), (22_000, 4000), (7, 3)):
+    # a small cluster joined to a long one, the whole then cut into chunks of about chunksize
+    assert chunks([0, 100_000, 1_000_000], 200_000) == [
+        (s, s + 200_000) for s in range(0, 1_000_000, 200_000)
+    ]
+    for n, size in ((3000, 1000), (2500, 1000), (1_000_000, 200_000), (22_000, 4000), (7, 3), (5, 10)):
         assert chunks([0, n], size) == chunks([0, n], size, align=False)  # a one-cluster file
 
 
