@@ -283,7 +283,7 @@ def measure_uci(toy_dir: str | Path) -> dict[str, float]:
 
 
 # model name in an evaluation's metrics.json -> reference key prefix (AUC and accuracy)
-METRIC_KEYS = {
+METRIC_KEYS: dict[str, dict[str, tuple[str, str | None]]] = {
     "cms-hzz4l": {
         "rf": ("rf_weighted_auc", "rf_accuracy_at_0.6"),
         "mlp": ("ann_weighted_auc", "ann_accuracy_at_0.6"),
@@ -307,7 +307,8 @@ def model_numbers(analysis: str, metrics_paths: list[str | Path]) -> dict[str, f
     AUC: the held-out weighted AUC; accuracy: (TP + TN) / all at the analysis' threshold with
     class-balanced weights (the seed's convention: signal and background renormalised).
     """
-    keys, out = METRIC_KEYS.get(analysis, {}), {}
+    keys: dict[str, tuple[str, str | None]] = METRIC_KEYS.get(analysis, {})
+    out: dict[str, float] = {}
     for path in metrics_paths:
         for name, m in json.loads(Path(path).read_text())["models"].items():
             if name not in keys:
