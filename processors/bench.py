@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from hepsieve.processors.analyses import get_analysis
 from hepsieve.processors.analysis import Analysis
 from hepsieve.processors.errors import ConfigurationError, HepsieveError
 from hepsieve.processors.provenance import peak_rss_mb, versions
+
+if TYPE_CHECKING:
+    from hepsieve.processors.clusters import ClusterOptions
 
 log = logging.getLogger(__name__)
 HIGGS = "higgs-uci"
@@ -66,6 +69,7 @@ class BenchSetup:
     spec: dict
     resolved: ResolvedFileset
     variations: list[str] | None = field(default_factory=list)  # [] nominal only, as the peers
+    cluster: ClusterOptions | None = None  # also dask on jobs of this batch system (--cluster)
     items: list[bench_limits.Item] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -89,7 +93,7 @@ def make_setup(analysis_name: str, data_dir: Path, out_dir: Path, **options: Any
         analysis_name, analysis, Path(data_dir), Path(out_dir), spec=spec, resolved=resolved, **options
     )
     for dataset, entry in resolved.fileset.items():
-        branches = tuple(flavour.required(bool(entry["metadata"].get("is_data"))))
+        branches = tuple(flavour.required(bool(entry["metadata"].get("is_data")), entry["metadata"]))
         setup.items += [(dataset, path, tree, branches) for path, tree in entry["files"].items()]
     return setup
 
@@ -181,27 +185,29 @@ def processor_rows(setup: BenchSetup, check: dict | None) -> dict[str, dict]:
     from hepsieve.processors.runner import RunConfig, run
 
     rows = {}
-    for executor in setup.executors:
-        for n in [1] if executor == "iterative" else setup.parallel:
-            config = RunConfig(
-                setup.ref,
-                setup.data_dir,
-                setup.out_dir / f"{executor}_{n}",
-                models_dir=setup.models_dir,
-                models=setup.model_names,
-                executor=executor,
-                workers=n,
-                chunksize=setup.chunksize,
-                variations=setup.variations,
-                progress=False,
-            )
-            result = run(config)
-            if check is not None and "processor" not in check:
-                check["processor"] = result
-            prov = result.provenance
-            rows[f"hepsieve {executor}, {n} worker(s)"] = _row(
-                prov | {"startup_s": prov["executor_start_s"]}, "hepsieve", n
-            )
+    runs = [(e, n, None) for e in setup.executors for n in ([1] if e == "iterative" else setup.parallel)]
+    for executor, n, batch in runs + ([("dask", setup.workers, setup.cluster)] if setup.cluster else []):
+        config = RunConfig(
+            setup.ref,
+            setup.data_dir,
+            setup.out_dir / f"{batch.kind if batch else executor}_{n}",
+            models_dir=setup.models_dir,
+            models=setup.model_names,
+            executor=executor,
+            workers=n,
+            chunksize=setup.chunksize,
+            variations=setup.variations,
+            cluster=batch,
+            progress=False,
+        )
+        result = run(config)
+        if check is not None and "processor" not in check:
+            check["processor"] = result
+        prov = result.provenance
+        where = f"dask on {batch.kind} jobs" if batch else executor
+        rows[f"hepsieve {where}, {n} worker(s)"] = _row(
+            prov | {"startup_s": prov["executor_start_s"]}, "hepsieve", n
+        )
     return rows
 
 
@@ -507,6 +513,7 @@ def bench(
     growth_sizes: list[int] | None = None,
     growth_executor: str = "dask",
     all_variations: bool = False,
+    cluster: ClusterOptions | None = None,
 ) -> dict:
     """Time every row ``repeat`` times (interleaved), check the baselines, print and save the table.
 
@@ -519,6 +526,7 @@ def bench(
     setup = make_setup(
         analysis_name, data_dir, out_dir, executors=executors, workers=workers, chunksize=chunksize,
         models_dir=models_dir, model_names=model_names, variations=None if all_variations else [],
+        cluster=cluster,
     )  # fmt: skip
     check: dict = {}
     rounds = [one_round(setup, check if i == 0 else None) for i in range(repeat)]
