@@ -93,7 +93,11 @@ def make_setup(analysis_name: str, data_dir: Path, out_dir: Path, **options: Any
         analysis_name, analysis, Path(data_dir), Path(out_dir), spec=spec, resolved=resolved, **options
     )
     for dataset, entry in resolved.fileset.items():
-        branches = tuple(flavour.required(bool(entry["metadata"].get("is_data")), entry["metadata"]))
+        # what a run reads: the preflight's list (required + optional present) for TTrees
+        branches = tuple(
+            entry.get("preload")
+            or flavour.required(bool(entry["metadata"].get("is_data")), entry["metadata"])
+        )
         setup.items += [(dataset, path, tree, branches) for path, tree in entry["files"].items()]
     return setup
 
@@ -168,6 +172,10 @@ def _bare_share(share: list[bench_limits.Item], ref: str, options: dict) -> dict
 
 def bare_row(setup: BenchSetup) -> dict[str, dict]:
     """Time hepsieve's chunk code in a bare uproot loop, 1 process: the cost of coffea itself."""
+    if setup.analysis.input_flavour(setup.spec.get("inputs")).schema != "base":
+        note = "bare loop left out: the analysis reads NanoEvents, which coffea builds"
+        setup.notes += [] if note in setup.notes else [note]
+        return {}
     options = {
         "models_dir": setup.models_dir,
         "model_names": setup.model_names,
