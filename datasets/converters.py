@@ -48,6 +48,10 @@ NUMBER = re.compile(
 #: Arrow types declared columns are read as (ints as float64 first: "3.0" is a valid integer)
 READ_TYPES = {"float": pa.float64(), "int": pa.float64(), "bool": pa.bool_()}
 MAX_EXACT_INT = 2**53  # float64 holds every integer up to here
+#: entries per TTree basket / Parquet row group of every file hepsieve writes (DESIGN.md section 8):
+#: a chunk of a multiple of it reads and decompresses each basket once (a 1M-entry basket read
+#: by 200k chunks is decompressed five times), and RDataFrame's threads get a cluster each
+CLUSTER_ENTRIES = 100_000
 #: no value is null: an empty field or "NA" in a numeric column is an error, not a silent NaN
 STRICT_VALUES = {"null_values": [], "strings_can_be_null": False, "quoted_strings_can_be_null": False}
 
@@ -313,7 +317,7 @@ def csv_to_parquet(
             for first, columns in _batches(plan, block_size):
                 table = pa.table(columns)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
+                writer.write_table(table, row_group_size=CLUSTER_ENTRIES)
                 rows = first + table.num_rows
         finally:
             if writer is not None:
@@ -400,12 +404,20 @@ def uci_test_rows(n_rows: int) -> int:
     return UCI_TEST_ROWS if n_rows >= UCI_ROWS else round(n_rows * UCI_TEST_ROWS / UCI_ROWS)
 
 
+def write_tree(path: Path, tree: str, cols: dict[str, np.ndarray]) -> None:
+    """Write flat numpy columns as a TTree (LZ4) in baskets of ``CLUSTER_ENTRIES`` entries."""
+    with uproot.recreate(path, compression=uproot.LZ4(1)) as fout:
+        fout.mktree(tree, {k: v.dtype for k, v in cols.items()})
+        n = len(next(iter(cols.values())))
+        for start in range(0, n, CLUSTER_ENTRIES):
+            fout[tree].extend({k: v[start : start + CLUSTER_ENTRIES] for k, v in cols.items()})
+
+
 def _write_chunk(out: Path, fmt: str, name: str, cols: dict[str, np.ndarray]) -> None:
     if fmt == "root":
-        with uproot.recreate(out / f"{name}.root", compression=uproot.LZ4(1)) as fout:
-            fout[TREE] = cols
+        write_tree(out / f"{name}.root", TREE, cols)
     else:
-        pq.write_table(pa.table(cols), out / f"{name}.parquet")
+        pq.write_table(pa.table(cols), out / f"{name}.parquet", row_group_size=CLUSTER_ENTRIES)
 
 
 class _ChunkBuffer:

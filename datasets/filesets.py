@@ -308,8 +308,17 @@ def _check_root(
             "uuid": fin.file.fUUID,
             "ttree": isinstance(ttree, uproot.TTree),
             "read": read,
+            "clusters": cluster_starts(ttree),
             "filesize": getattr(fin.file.source, "num_bytes", None),
         }
+
+
+def cluster_starts(tree) -> list[int]:
+    """Return the first entry of every cluster of a TTree or RNTuple, and its entry count."""
+    n = int(tree.num_entries)
+    if isinstance(tree, uproot.TTree):
+        return sorted({int(x) for x in tree.common_entry_offsets()} | {0, n})
+    return sorted({int(c.num_first_entry) for c in tree.cluster_summaries} | {0, n})
 
 
 def _check_file(

@@ -12,18 +12,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import awkward as ak
-import hist
 import numpy as np
 
 from hepsieve.processors.errors import ConfigurationError
+
+if TYPE_CHECKING:  # awkward and hist load on first use: `hepsieve --help` needs neither (0.4 s)
+    import hist
 
 #: schemas the runner can give an analysis (coffea's BaseSchema and NanoAODSchema)
 SCHEMAS = ("base", "nanoaod")
 #: branch type specs: a kind, optionally jagged ("var * float")
 BRANCH_KINDS = ("float", "int", "bool")
+#: the executors of `hepsieve run` (processors/executors.py); here, so the command line needs no coffea
+EXECUTORS = ("iterative", "futures", "dask")
 #: how the demo chooses each model's score cut (see :class:`Scoring`)
 WORKING_POINTS = ("fixed", "ams", "significance")
 #: per-event record handed between the stages (an awkward array, or the events themselves)
@@ -242,12 +245,16 @@ class FeatureSpec:
 
     def columns(self, observables: Record) -> dict[str, np.ndarray]:
         """Return each feature as a numpy array (its own dtype, no copy), in ``names`` order."""
+        import awkward as ak
+
         cols = self.compute(observables)
         return {n: ak.to_numpy(cols[n]) for n in self.names}
 
 
 def regular_axis(bins: int, start: float, stop: float, name: str, label: str) -> hist.axis.Regular:
     """Return a named regular axis (a physics axis of a :class:`HistogramSpec`)."""
+    import hist
+
     return hist.axis.Regular(bins, start, stop, name=name, label=label)
 
 
@@ -271,6 +278,8 @@ class HistogramSpec:
 
     def values(self, observables: Record) -> tuple[np.ndarray, ...]:
         """Return one numpy array per axis."""
+        import awkward as ak
+
         out = self.value(observables)
         return tuple(ak.to_numpy(v) for v in (out if isinstance(out, tuple) else (out,)))
 

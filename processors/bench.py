@@ -1,11 +1,23 @@
-"""``hepsieve bench``: events/s of the processor per executor, side by side with floor loops.
+"""``hepsieve bench``: events/s of the processor per executor beside independent baselines.
 
-The floor is the same analysis code (selection, weights, features, ONNX, hist fill) driven
-by a bare ``uproot.iterate`` loop: what is left when coffea's chunking, pickling and merging
-are taken away; run in 1 process and in N processes (files split between them). Where the
-analysis names a text baseline (UCI HIGGS), the notebook approach is timed too:
-``pandas.read_csv`` of the text + model predict + ``np.histogram`` on the first rows,
-extrapolated to the whole file.
+Rows, in one invocation (DESIGN.md section 8); each round runs all of them in turn, so that
+repeats interleave and every row sees the machine's slow and fast moments alike:
+
+- the **I/O floor**: ``uproot.iterate`` of exactly the branches the analysis reads, nothing
+  else (1 and N processes; :mod:`hepsieve.processors.bench_limits`);
+- the **limit loop** (UCI HIGGS): the analysis written by hand without hepsieve's code
+  (read, pack, onnxruntime, hist; 1 and N processes), checked to give the processor's
+  histograms bin for bin;
+- the **bare loop**: hepsieve's own chunk code driven by ``uproot.iterate`` (no coffea);
+- the processor per executor (1 and N workers);
+- **ROOT RDataFrame** with the same selection when ``import ROOT`` works (1 and N threads;
+  :mod:`hepsieve.processors.bench_rdf`), checked to give the processor's cutflow;
+- the notebook approach where the analysis names a text file (``pandas.read_csv`` +
+  predict + ``np.histogram`` on the first rows, extrapolated).
+
+Ratios are printed against the I/O floor, the limit loop and RDataFrame of the same
+parallelism. :func:`growth` times whole ``hepsieve run`` commands on growing inputs and fits
+wall = fixed cost + events / rate.
 """
 
 from __future__ import annotations
@@ -13,170 +25,247 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import uproot
-from coffea.processor import accumulate
 
-from hepsieve.datasets.filesets import load_fileset_spec, resolve_fileset
-from hepsieve.models.scorer import default_models_dir, load_scorers
+from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
+from hepsieve.models.scorer import default_models_dir
+from hepsieve.processors import bench_limits, bench_rdf
 from hepsieve.processors.analyses import get_analysis
-from hepsieve.processors.clusters import ClusterOptions
-from hepsieve.processors.errors import ConfigurationError
-from hepsieve.processors.processor import AnalysisProcessor
+from hepsieve.processors.analysis import Analysis
+from hepsieve.processors.errors import ConfigurationError, HepsieveError
 from hepsieve.processors.provenance import peak_rss_mb, versions
-from hepsieve.processors.runner import RunConfig, run
+
+if TYPE_CHECKING:
+    from hepsieve.processors.clusters import ClusterOptions
 
 log = logging.getLogger(__name__)
+HIGGS = "higgs-uci"
+ATLAS = "atlas-hzz4l"
 
 
-def _floor_items(analysis_name: str, data_dir: Path) -> list[tuple]:
+@dataclass
+class BenchSetup:
+    """What every row of one bench invocation shares: analysis, files, options."""
+
+    ref: str  # the analysis as given: a name or module:ATTR (worker processes resolve it again)
+    analysis: Analysis
+    data_dir: Path
+    out_dir: Path
+    executors: list[str]
+    workers: int
+    chunksize: int
+    models_dir: Path | None
+    model_names: list[str] | None
+    spec: dict
+    resolved: ResolvedFileset
+    variations: list[str] | None = field(default_factory=list)  # [] nominal only, as the peers
+    cluster: ClusterOptions | None = None  # also dask on jobs of this batch system (--cluster)
+    items: list[bench_limits.Item] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def parallel(self) -> list[int]:
+        """Return the process/worker/thread counts every baseline runs with (1 and N)."""
+        return sorted({1, self.workers})
+
+    def datasets(self) -> list[tuple[str, list[str], dict]]:
+        """Return (dataset, files, metadata) of the resolved fileset."""
+        return [(ds, list(e["files"]), e["metadata"]) for ds, e in self.resolved.fileset.items()]
+
+
+def make_setup(analysis_name: str, data_dir: Path, out_dir: Path, **options: Any) -> BenchSetup:
+    """Resolve the fileset; list each file with exactly the branches the analysis reads of it."""
     analysis = get_analysis(analysis_name)
     spec = load_fileset_spec(analysis.name)
-    resolved = resolve_fileset(spec, data_dir, analysis.input_flavour(spec.get("inputs")))
-    return [
-        (dataset, path, tree, entry["metadata"])
-        for dataset, entry in resolved.fileset.items()
-        for path, tree in entry["files"].items()
-    ]
+    flavour = analysis.input_flavour(spec.get("inputs"))
+    resolved = resolve_fileset(spec, Path(data_dir), flavour)
+    setup = BenchSetup(
+        analysis_name, analysis, Path(data_dir), Path(out_dir), spec=spec, resolved=resolved, **options
+    )
+    for dataset, entry in resolved.fileset.items():
+        # what a run reads: the preflight's list (required + optional present) for TTrees
+        branches = tuple(
+            entry.get("preload")
+            or flavour.required(bool(entry["metadata"].get("is_data")), entry["metadata"])
+        )
+        setup.items += [(dataset, path, tree, branches) for path, tree in entry["files"].items()]
+    return setup
 
 
-def _floor_run(
-    analysis_name: str,
-    items: list[tuple],
-    models_dir: Path | None,
-    chunksize: int,
-    model_names: list[str] | None,
-) -> dict:
-    """Process ``items`` with uproot.iterate and the processor's chunk function.
+def _row(result: dict, kind: str, parallel: int, **extra: Any) -> dict:
+    keys = ("events", "wall_s", "startup_s", "events_per_s", "worker_max_rss_mb")
+    return {k: result.get(k) for k in keys} | {"kind": kind, "parallel": parallel} | extra
 
-    Process ``items`` with uproot.iterate + the processor's chunk function (one process);
-    ``start``/``stop`` (epoch seconds) bracket the loop, after imports and model loading.
-    """
-    analysis = get_analysis(analysis_name)
-    scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1, names=model_names)
-    proc = AnalysisProcessor(analysis, scorers)
+
+def io_rows(setup: BenchSetup) -> dict[str, dict]:
+    """Time the I/O floor (uproot read of the analysis' branches) in 1 and N processes."""
+    n_branches = len(setup.items[0][3])
+    rows = {}
+    for n in setup.parallel:
+        shares = bench_limits.deal(setup.items, n)
+        result = bench_limits.in_processes(bench_limits.io_floor_share, shares, setup.chunksize)
+        rows[f"I/O floor: uproot read of the {n_branches} branches, {n} process(es)"] = _row(result, "io", n)
+    return rows
+
+
+def _limit_card(setup: BenchSetup) -> Path | None:
+    """Return the model card the HIGGS limit loop runs (None, with a note, where it cannot)."""
+    if setup.analysis.name != HIGGS:
+        return None
+    names = setup.model_names or ["mlp"]
+    models_dir = setup.models_dir or default_models_dir(setup.analysis)
+    if len(names) != 1 or not (models_dir / f"{names[0]}.json").is_file():
+        setup.notes.append(f"limit loop left out: it runs one model (--model-names one of {models_dir})")
+        return None
+    return models_dir / f"{names[0]}.json"
+
+
+def limit_rows(setup: BenchSetup, check: dict | None) -> dict[str, dict]:
+    """Time the hand-written HIGGS limit loop in 1 and N processes; keep its counts in ``check``."""
+    card = _limit_card(setup)
+    if card is None:
+        return {}
+    rows = {}
+    for n in setup.parallel:
+        shares = bench_limits.deal(setup.items, n)
+        result = bench_limits.in_processes(
+            bench_limits.higgs_limit_share, shares, setup.chunksize, card, bench_limits.HIGGS_SCORE_CUT
+        )
+        if check is not None and "limit" not in check:
+            check["limit"] = bench_limits.merged_counts(result["parts"])
+        rows[f"limit loop: uproot -> pack -> onnxruntime -> hist ({card.stem}), {n} process(es)"] = _row(
+            result, "limit", n
+        )
+    return rows
+
+
+def _bare_share(share: list[bench_limits.Item], ref: str, options: dict) -> dict:
+    """Run hepsieve's chunk code on ``share`` from a bare uproot.iterate loop (one process)."""
+    import uproot
+    from coffea.processor import accumulate
+
+    from hepsieve.models.scorer import load_scorers
+    from hepsieve.processors.processor import AnalysisProcessor
+
+    a = get_analysis(ref)
+    models_dir = options["models_dir"] or default_models_dir(a)
+    scorers = load_scorers(models_dir, a, threads=1, names=options["model_names"])
+    proc = AnalysisProcessor(a, scorers, variations=options["variations"])
     start, out, n = time.time(), None, 0
-    for dataset, path, tree, meta in items:
-        inputs = analysis.input_flavour(meta.get("inputs"))
-        chunk_meta = {"dataset": dataset, "filename": path, "fileuuid": "", **meta}
-        for events in _chunks(inputs.schema, path, tree, _branches_read(inputs, path, tree, meta), chunksize):
-            chunk_meta |= {"entrystart": n, "entrystop": n + len(events)}
-            if inputs.schema == "nanoaod":
-                events.metadata.update(chunk_meta)  # NanoAOD analyses read it from the events
-            out = accumulate([proc.process_chunk(events, chunk_meta)], out)
+    for dataset, path, tree, branches in share:
+        for events in uproot.iterate(f"{path}:{tree}", list(branches), step_size=options["chunksize"]):
+            meta = {"dataset": dataset, "filename": path, "entrystart": n, "entrystop": n, "fileuuid": ""}
+            out = accumulate([proc.process_chunk(events, meta | options["metas"][dataset])], out)
             n += len(events)
     return {"events": n, "start": start, "stop": time.time(), "max_rss_mb": peak_rss_mb()}
 
 
-def _branches_read(inputs, path: str, tree: str, meta: dict) -> list[str]:
-    """Return the branches a run reads of one file: required, and the optional ones it has."""
-    with uproot.open(f"{path}:{tree}") as ttree:
-        present = set(ttree.keys())
-    required = list(inputs.required(bool(meta.get("is_data")), meta))
-    return required + [b for b in inputs.optional if b in present and b not in required]
-
-
-def _chunks(schema: str, path: str, tree: str, branches: list[str], chunksize: int):
-    """Yield a file's chunks: awkward arrays of ``branches``, or NanoEvents (lazy) for NanoAOD."""
-    if schema != "nanoaod":
-        yield from uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak")
-        return
-    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
-
-    with uproot.open(f"{path}:{tree}") as ttree:
-        n = ttree.num_entries
-    for lo in range(0, n, chunksize):
-        factory = NanoEventsFactory.from_root(
-            {path: tree},
-            entry_start=lo,
-            entry_stop=min(n, lo + chunksize),
-            schemaclass=NanoAODSchema,
-            metadata={},
-            preload=branches,
-        )
-        yield factory.events()
-
-
-def io_floor(analysis_name: str, data_dir: Path, chunksize: int) -> dict:
-    """Time a bare ``uproot.iterate`` read of the branches the analysis reads (1 process)."""
-    items = _floor_items(analysis_name, data_dir)
-    analysis = get_analysis(analysis_name)
-    start, n, n_branches = time.time(), 0, 0
-    for _, path, tree, meta in items:
-        branches = _branches_read(analysis.input_flavour(meta.get("inputs")), path, tree, meta)
-        n_branches = max(n_branches, len(branches))
-        for arrays in uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak"):
-            n += len(arrays)
-    wall = time.time() - start
-    return {"events": n, "wall_s": wall, "startup_s": 0.0, "events_per_s": n / wall, "branches": n_branches}
-
-
-def floor_loop(
-    analysis_name: str,
-    data_dir: Path,
-    models_dir: Path | None,
-    chunksize: int,
-    model_names: list[str] | None = None,
-    processes: int = 1,
-) -> dict:
-    """Time the floor loop in ``processes`` processes (files dealt round-robin by size).
-
-    ``wall_s`` runs from the first process starting its loop to the last one ending it, as
-    the executors' ``wall_s`` leaves out their start-up; ``startup_s`` is the rest.
-    """
-    items = sorted(_floor_items(analysis_name, data_dir), key=lambda i: -Path(i[1]).stat().st_size)
-    begin = time.time()
-    shares = [items[i::processes] for i in range(processes)]
-    # a fresh process even for one share, so that its peak memory is the loop's alone;
-    # spawn: the parent already holds onnxruntime thread pools, which fork would copy
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(
-            pool.map(
-                _floor_run,
-                [analysis_name] * processes,
-                shares,
-                [models_dir] * processes,
-                [chunksize] * processes,
-                [model_names] * processes,
-            )
-        )
-    total = time.time() - begin
-    wall = max(p["stop"] for p in parts) - min(p["start"] for p in parts)
-    n = sum(p["events"] for p in parts)
-    return {
-        "events": n,
-        "wall_s": wall,
-        "startup_s": total - wall,
-        "events_per_s": n / wall,
-        "worker_max_rss_mb": [p["max_rss_mb"] for p in parts],
+def bare_row(setup: BenchSetup) -> dict[str, dict]:
+    """Time hepsieve's chunk code in a bare uproot loop, 1 process: the cost of coffea itself."""
+    if setup.analysis.input_flavour(setup.spec.get("inputs")).schema != "base":
+        note = "bare loop left out: the analysis reads NanoEvents, which coffea builds"
+        setup.notes += [] if note in setup.notes else [note]
+        return {}
+    options = {
+        "models_dir": setup.models_dir,
+        "model_names": setup.model_names,
+        "chunksize": setup.chunksize,
+        "variations": setup.variations,
+        "metas": {ds: meta for ds, _, meta in setup.datasets()},
     }
+    shares = bench_limits.deal(setup.items, 1)
+    result = bench_limits.in_processes(_bare_share, shares, setup.ref, options)
+    return {"bare loop: uproot.iterate + hepsieve's chunk code, 1 process": _row(result, "bare", 1)}
 
 
-def text_baseline(
-    analysis_name: str,
-    data_dir: Path,
-    models_dir: Path | None,
-    model_names: list[str] | None,
-    total_events: int,
-    rows: int = 1_000_000,
-) -> dict | None:
-    """Time the notebook approach (pandas.read_csv + predict + histogram).
+def processor_rows(setup: BenchSetup, check: dict | None) -> dict[str, dict]:
+    """Time ``hepsieve run`` per executor (1 and N workers); keep the first result in ``check``."""
+    from hepsieve.processors.runner import RunConfig, run
 
-    Time pandas.read_csv + predict + np.histogram on ``rows`` rows; extrapolate to
-    ``total_events`` (the events of the benchmark's files).
+    rows = {}
+    runs = [(e, n, None) for e in setup.executors for n in ([1] if e == "iterative" else setup.parallel)]
+    for executor, n, batch in runs + ([("dask", setup.workers, setup.cluster)] if setup.cluster else []):
+        config = RunConfig(
+            setup.ref,
+            setup.data_dir,
+            setup.out_dir / f"{batch.kind if batch else executor}_{n}",
+            models_dir=setup.models_dir,
+            models=setup.model_names,
+            executor=executor,
+            workers=n,
+            chunksize=setup.chunksize,
+            variations=setup.variations,
+            cluster=batch,
+            progress=False,
+        )
+        result = run(config)
+        if check is not None and "processor" not in check:
+            check["processor"] = result
+        prov = result.provenance
+        where = f"dask on {batch.kind} jobs" if batch else executor
+        rows[f"hepsieve {where}, {n} worker(s)"] = _row(
+            prov | {"startup_s": prov["executor_start_s"]}, "hepsieve", n
+        )
+    return rows
+
+
+def _rdf_job(analysis_name: str, datasets: list, spec: dict, threads: int) -> dict:
+    """Run the analysis' RDataFrame peer in this (spawned) process."""
+    if analysis_name == ATLAS:
+        return bench_rdf.atlas_rdf(datasets, spec["tree"], spec["lumi_pb"], threads)
+    features = get_analysis(HIGGS).feature_spec("all").names
+    return bench_rdf.higgs_rdf(datasets, spec["tree"], threads, features)
+
+
+def rdf_rows(setup: BenchSetup, check: dict | None) -> dict[str, dict]:
+    """Time the RDataFrame peer with 1 and N threads, each in a fresh spawned process."""
+    why = bench_rdf.rdf_unavailable()
+    if setup.analysis.name not in (ATLAS, HIGGS) or setup.spec.get("format", "root") != "root":
+        why = f"no RDataFrame peer written for {setup.analysis.name} on these inputs"
+    if why:
+        if why not in setup.notes:
+            setup.notes.append(why)
+        return {}
+    what = "same selection, histograms" if setup.analysis.name == ATLAS else "read + fill per label, no ML"
+    rows = {}
+    for n in setup.parallel:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            result = pool.submit(_rdf_job, setup.analysis.name, setup.datasets(), setup.spec, n).result()
+        if check is not None and "rdf" not in check:
+            check["rdf"] = result["cutflow"]
+        timing = {"wall_s": result["stop"] - result["start"], "worker_max_rss_mb": [result["max_rss_mb"]]}
+        timing |= {"startup_s": result["declare_s"], "events": result["events"]}
+        timing["events_per_s"] = result["events"] / timing["wall_s"]
+        rows[f"ROOT RDataFrame ({what}), {n} thread(s)"] = _row(timing, "rdf", n)
+    return rows
+
+
+def text_baseline(setup: BenchSetup, total_events: int, rows: int = 1_000_000) -> dict[str, dict]:
+    """Time the notebook approach (pandas.read_csv + predict + np.histogram), extrapolated.
+
+    ``rows`` rows of the analysis' text file; the time is extrapolated to ``total_events``.
     """
-    analysis = get_analysis(analysis_name)
+    from hepsieve.models.scorer import load_scorers
+
+    analysis = setup.analysis
     baseline = analysis.tools.text_baseline
-    if baseline is None or not (Path(data_dir) / baseline.file).is_file():
-        return None
+    if baseline is None or not (setup.data_dir / baseline.file).is_file():
+        return {}
     import pandas as pd
 
-    path = Path(data_dir) / baseline.file
-    scorers = load_scorers(models_dir or default_models_dir(analysis), analysis, threads=1, names=model_names)
+    path = setup.data_dir / baseline.file
+    models_dir = setup.models_dir or default_models_dir(analysis)
+    scorers = load_scorers(models_dir, analysis, threads=1, names=setup.model_names)
     start = time.perf_counter()
     frame = pd.read_csv(path, header=None, names=list(baseline.columns), nrows=rows)
     for scorer in scorers:
@@ -184,102 +273,32 @@ def text_baseline(
         score = scorer.predict_fold(0, x)
         np.histogram(score[frame["label"].to_numpy() == 1], bins=analysis.scoring.score_bins, range=(0, 1))
     wall = time.perf_counter() - start
-    return {
-        "events": len(frame),
-        "wall_s": wall,
-        "events_per_s": len(frame) / wall,
-        "extrapolated_wall_s": wall * total_events / len(frame),
-        "extrapolated_to": total_events,
-    }
+    extrapolated = wall * total_events / len(frame)
+    name = (
+        f"pandas.read_csv + predict, {len(frame)} rows (extrapolated: {extrapolated:.0f} s "
+        f"for {total_events})"
+    )
+    result = {"events": len(frame), "wall_s": wall, "events_per_s": len(frame) / wall}
+    return {name: _row(result, "notebook", 1, extrapolated_wall_s=extrapolated, extrapolated_to=total_events)}
 
 
-def _scaling(rows: dict[str, dict], workers: int) -> dict[str, str]:
-    """Return, per parallel executor, its scaling against the floor and over workers.
-
-    Per parallel executor: throughput with ``workers`` workers over the N-process floor,
-    and the speed-up from 1 to ``workers`` workers; for batch-system workers (``--cluster``),
-    their throughput over the floor and over the local dask cluster's.
-    """
-    floor_n = rows.get(f"floor: same loop, {workers} processes")
-    out = {}
-    for executor in ("futures", "dask"):
-        one, many = (rows.get(f"hepsieve {executor}, {n} worker(s)") for n in (1, workers))
-        if workers > 1 and floor_n and one and many:
-            out[executor] = (
-                f"{executor}: {workers} workers / {workers}-process floor = "
-                f"{many['events_per_s'] / floor_n['events_per_s']:.2f}; speed-up 1 -> "
-                f"{workers} workers = {many['events_per_s'] / one['events_per_s']:.2f}x"
-            )
-    local = rows.get(f"hepsieve dask, {workers} worker(s)")
-    for name, row in rows.items():
-        if name.startswith("hepsieve dask on ") and floor_n and local:
-            kind = name.removeprefix("hepsieve dask on ").split()[0]
-            out[kind] = (
-                f"{kind} jobs: {workers} workers / {workers}-process floor = "
-                f"{row['events_per_s'] / floor_n['events_per_s']:.2f}; / local dask, {workers} workers = "
-                f"{row['events_per_s'] / local['events_per_s']:.2f}"
-            )
-    return out
-
-
-def _run_row(config: RunConfig) -> dict:
-    """Run ``config``; return its bench row (events, wall and start-up time, events/s, peak RSS)."""
-    prov = run(config).provenance
-    return {
-        "events": prov["events"],
-        "wall_s": prov["wall_s"],
-        "startup_s": prov["executor_start_s"],
-        "events_per_s": prov["events_per_s"],
-        "worker_max_rss_mb": prov.get("worker_max_rss_mb"),
-    }
-
-
-def _one_round(
-    analysis_name: str,
-    data_dir: Path,
-    out_dir: Path,
-    executors: list[str],
-    workers: int,
-    chunksize: int,
-    models_dir: Path | None,
-    model_names: list[str] | None,
-    cluster: ClusterOptions | None = None,
-) -> dict[str, dict]:
-    """Time the floors, each executor (1 and ``workers`` workers) and the ``cluster``, in this order."""
-    rows: dict[str, dict] = {
-        "floor: uproot.iterate + onnxruntime + hist, 1 process": floor_loop(
-            analysis_name, data_dir, models_dir, chunksize, model_names
-        )
-    }
-    if workers > 1:
-        rows[f"floor: same loop, {workers} processes"] = floor_loop(
-            analysis_name, data_dir, models_dir, chunksize, model_names, processes=workers
-        )
-    io = io_floor(analysis_name, data_dir, chunksize)
-    rows[f"I/O floor: uproot.iterate of the {io.pop('branches')} branches read, 1 process"] = io
-    runs = [(e, n, None) for e in executors for n in ([1] if e == "iterative" else sorted({1, workers}))]
-    for executor, n, batch in runs + ([("dask", workers, cluster)] if cluster else []):
-        config = RunConfig(
-            analysis_name,
-            data_dir,
-            out_dir / f"{batch.kind if batch else executor}_{n}",
-            models_dir=models_dir,
-            models=model_names,
-            executor=executor,
-            workers=n,
-            chunksize=chunksize,
-            cluster=batch,
-            progress=False,
-        )
-        where = f"dask on {batch.kind} jobs" if batch else executor
-        rows[f"hepsieve {where}, {n} worker(s)"] = _run_row(config)
+def one_round(setup: BenchSetup, check: dict | None = None) -> dict[str, dict]:
+    """Time every row once, in table order; the first round also fills ``check``."""
+    rows = {"load_before": {"loadavg": os.getloadavg()}}
+    rows |= io_rows(setup)
+    rows |= limit_rows(setup, check)
+    rows |= bare_row(setup)
+    rows |= processor_rows(setup, check)
+    rows |= rdf_rows(setup, check)
     return rows
 
 
-def _median_rows(rounds: list[dict[str, dict]]) -> dict[str, dict]:
+def median_rows(rounds: list[dict[str, dict]]) -> dict[str, dict]:
     """Return, per configuration, the round with the median events/s (and all rounds' values)."""
     rows = {}
     for name in rounds[0]:
+        if name == "load_before":
+            continue
         runs = sorted((r[name] for r in rounds), key=lambda r: r["events_per_s"])
         rows[name] = runs[(len(runs) - 1) // 2] | {
             "events_per_s_runs": [r[name]["events_per_s"] for r in rounds]
@@ -287,45 +306,206 @@ def _median_rows(rounds: list[dict[str, dict]]) -> dict[str, dict]:
     return rows
 
 
-def _rdataframe_note() -> str:
-    try:
-        import ROOT  # noqa: F401
-    except ImportError:
-        return "ROOT (PyROOT) is not importable here: RDataFrame comparison skipped"
-    return "ROOT is importable, but the RDataFrame comparison is not implemented yet"
+def run_checks(setup: BenchSetup, check: dict) -> dict[str, str]:
+    """Compare the limit loop's histograms and the RDataFrame cutflow with the processor's.
+
+    Returns one line per check; a difference raises HepsieveError after the table is printed
+    (see :func:`bench`), so a baseline that computes something else never goes unnoticed.
+    """
+    out = {}
+    result = check.get("processor")
+    if result is None:
+        return {"checks": "no processor row ran: nothing to compare the baselines with"}
+    if "limit" in check:
+        bad = bench_limits.compare_with_processor(check["limit"], result.histograms)
+        n = sum(len(h) for h in check["limit"].values())
+        out["limit"] = (
+            f"MISMATCH limit loop vs processor histograms: {bad}"
+            if bad
+            else f"limit loop == processor: {n} histograms (dataset x histogram), every bin and category"
+        )
+    if "rdf" in check and setup.analysis.name == ATLAS:
+        labels = [s.label for s in setup.analysis.steps(setup.analysis.inputs.name)]
+        bad = bench_rdf.compare_atlas_cutflow(check["rdf"], result.cutflow, labels)
+        out["rdf"] = (
+            f"MISMATCH RDataFrame vs processor cutflow: {bad}"
+            if bad
+            else f"RDataFrame cutflow == processor's: {len(check['rdf'])} datasets, every step, to the event"
+        )
+    elif "rdf" in check:
+        bad = [
+            f"{ds} {cat}"
+            for ds, cats in check["rdf"].items()
+            for cat, v in cats.items()
+            if v["n"] != result.cutflow[ds][f"category {cat}"]["n"]
+        ]
+        out["rdf"] = (
+            f"MISMATCH RDataFrame vs processor category counts: {bad}"
+            if bad
+            else "RDataFrame events per category == processor's"
+        )
+    return out
 
 
-def _print_table(rows: dict[str, dict], header: str) -> None:
-    """Print the bench table; add each row's ratio to the first (the 1-process floor)."""
-    floor = next(iter(rows.values()))["events_per_s"]
+def _ratio(rows: dict[str, dict], row: dict, kind: str) -> float | None:
+    """Return the row's events/s over that of the ``kind`` row with the same parallelism."""
+    ref = next((r for r in rows.values() if r["kind"] == kind and r["parallel"] == row["parallel"]), None)
+    return row["events_per_s"] / ref["events_per_s"] if ref else None
+
+
+def print_table(rows: dict[str, dict], header: str) -> None:
+    """Print the bench table with each row's ratio to the I/O floor, limit loop and RDataFrame."""
     print(header)
     print(
-        f"{'configuration':<70s} {'events':>10s} {'start-up [s]':>12s} {'wall [s]':>9s} "
-        f"{'events/s':>12s} {'/floor':>7s} {'peak RSS/worker [MB]':>21s}"
+        f"{'configuration':<78s} {'events':>9s} {'start [s]':>9s} {'wall [s]':>8s} {'events/s':>10s} "
+        f"{'/io':>5s} {'/limit':>6s} {'/RDF':>5s} {'RSS/worker [MB]':>15s}"
     )
     for name, r in rows.items():
-        r["ratio_to_floor"] = r["events_per_s"] / floor
+        ratios = {k: _ratio(rows, r, k) for k in ("io", "limit", "rdf")}
+        r["ratios"] = ratios
+        text = {k: "-" if v is None else f"{v:.2f}" for k, v in ratios.items()}
         rss = r.get("worker_max_rss_mb")
         rss_text = "/".join(f"{v:.0f}" for v in rss) if rss else "-"
-        startup = f"{r['startup_s']:.2f}" if "startup_s" in r else "-"
+        startup = "-" if r.get("startup_s") is None else f"{r['startup_s']:.2f}"
         print(
-            f"{name:<70s} {r['events']:>10d} {startup:>12s} {r['wall_s']:>9.2f} {r['events_per_s']:>12.0f} "
-            f"{r['ratio_to_floor']:>7.2f} {rss_text:>21s}"
+            f"{name:<78s} {r['events']:>9d} {startup:>9s} {r['wall_s']:>8.2f} {r['events_per_s']:>10.0f} "
+            f"{text['io']:>5s} {text['limit']:>6s} {text['rdf']:>5s} {rss_text:>15s}"
         )
 
 
-def _report(analysis_name, data_dir, chunksize, repeat, model_names, rows, scaling, rdf_note) -> dict:
+def scaling_lines(rows: dict[str, dict], workers: int) -> list[str]:
+    """Return, per parallel executor, the speed-up from 1 to ``workers`` workers."""
+    out = []
+    for executor in ("futures", "dask"):
+        one, many = (rows.get(f"hepsieve {executor}, {n} worker(s)") for n in (1, workers))
+        if workers > 1 and one and many:
+            out.append(
+                f"{executor}: speed-up 1 -> {workers} workers = "
+                f"{many['events_per_s'] / one['events_per_s']:.2f}x"
+            )
+    return out
+
+
+def growth_inputs(setup: BenchSetup, sizes: list[int]) -> list[tuple[int, Path, list[str]]]:
+    """Return, per size, a directory of links to the first files holding at least that many events.
+
+    Files are taken dataset by dataset in fileset order (sorted names); each directory is
+    ``out/growth/<size>``, with the datasets it holds.
+    """
+    ordered = [(ds, path) for ds, entry in setup.resolved.fileset.items() for path in sorted(entry["files"])]
+    out = []
+    for size in sorted(sizes):
+        target, n, chosen = setup.out_dir / "growth" / str(size), 0, []
+        for ds, path in ordered:
+            if n >= size:
+                break
+            chosen.append((ds, Path(path)))
+            n += setup.resolved.file_meta[path]["numentries"]
+        target.mkdir(parents=True, exist_ok=True)
+        for old in target.iterdir():
+            old.unlink()
+        for _, path in chosen:
+            (target / path.name).symlink_to(path.resolve())
+        out.append((n, target, list(dict.fromkeys(ds for ds, _ in chosen))))
+    return out
+
+
+def _run_command(
+    setup: BenchSetup, data_dir: Path, datasets: list[str], out: Path, executor: str
+) -> list[str]:
+    script = Path(sys.executable).parent / "hepsieve"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "hepsieve.processors.cli"]
+    command += [
+        "-q",
+        "run",
+        setup.ref,
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--executor",
+        executor,
+    ]
+    command += ["--workers", str(setup.workers), "--chunksize", str(setup.chunksize), "--datasets", *datasets]
+    if setup.models_dir:
+        command += ["--models", str(setup.models_dir)]
+    return command + (["--model-names", *setup.model_names] if setup.model_names else [])
+
+
+def growth(setup: BenchSetup, sizes: list[int], repeat: int, executor: str) -> dict:
+    """Time whole ``hepsieve run`` commands (start-up included) on growing inputs; fit a line.
+
+    wall = fixed + events / rate, by least squares over the median wall of each size; repeats
+    interleave the sizes.
+    """
+    inputs = growth_inputs(setup, sizes)
+    walls: dict[int, list[float]] = {n: [] for n, _, _ in inputs}
+    inner: dict[int, list[float]] = {n: [] for n, _, _ in inputs}
+    for i in range(repeat):
+        for n, data_dir, datasets in inputs:
+            out = setup.out_dir / "growth_runs" / f"{n}_{i}"
+            begin = time.perf_counter()
+            command = _run_command(setup, data_dir, datasets, out, executor)
+            done = subprocess.run(command, capture_output=True, check=False)
+            walls[n].append(time.perf_counter() - begin)
+            if done.returncode:
+                raise HepsieveError(f"growth run on {data_dir} failed: {done.stderr.decode()[-500:]}")
+            inner[n].append(json.loads((out / "run.json").read_text())["wall_s"])
+    events = np.array([n for n, _, _ in inputs], float)
+    median = np.array([statistics.median(walls[int(n)]) for n in events])
+    slope, fixed = np.polyfit(events, median, 1) if len(events) > 1 else (median[0] / events[0], 0.0)
     return {
-        "analysis": analysis_name,
-        "data_dir": str(data_dir),
-        "chunksize": chunksize,
-        "repeat": repeat,
-        "models": model_names or "all",
-        "results": rows,
-        "scaling": scaling,
-        "rdataframe": rdf_note,
-        "versions": versions(),
-    }
+        "executor": executor,
+        "workers": setup.workers,
+        "sizes": {int(n): {"wall_s_runs": walls[int(n)], "wall_s": float(m),
+                           "processing_s_runs": inner[int(n)]}
+                  for n, m in zip(events, median, strict=True)},
+        "fixed_s": float(fixed),
+        "per_event_us": float(slope * 1e6),
+        "rate_events_per_s": float(1 / slope) if slope > 0 else None,
+    }  # fmt: skip
+
+
+def print_growth(result: dict) -> None:
+    """Print the whole-run wall per size and the fixed and per-event cost of the fit."""
+    print(f"\ngrowth: whole `hepsieve run` (--executor {result['executor']} --workers {result['workers']})")
+    print(f"{'events':>10s} {'wall [s] (median)':>18s} {'runs [s]':>24s} {'processing [s]':>16s}")
+    for n, r in result["sizes"].items():
+        runs = "/".join(f"{w:.2f}" for w in r["wall_s_runs"])
+        inner = statistics.median(r["processing_s_runs"])
+        print(f"{n:>10d} {r['wall_s']:>18.2f} {runs:>24s} {inner:>16.2f}")
+    rate = result["rate_events_per_s"]
+    print(
+        f"fit: wall = {result['fixed_s']:.2f} s fixed + {result['per_event_us']:.3f} us/event"
+        + (f" ({rate:.0f} events/s)" if rate else "")
+    )
+
+
+def _summarise(setup: BenchSetup, rounds: list[dict], check: dict, repeat: int) -> dict:
+    """Take the medians, add the text baseline, run the checks; print the table; return the report."""
+    loads = [r["load_before"]["loadavg"] for r in rounds]
+    rows = median_rows(rounds)
+    rows |= text_baseline(setup, next(iter(rows.values()))["events"])
+    checks = run_checks(setup, check)
+    names = setup.model_names
+    print_table(
+        rows,
+        f"\n{setup.analysis.name}: models {', '.join(names) if names else 'all'}; chunksize "
+        f"{setup.chunksize}; {setup.workers} workers/processes/threads; variations: "
+        f"{'all' if setup.variations is None else 'nominal only'}"
+        + (f"; median of {repeat} rounds" if repeat > 1 else ""),
+    )
+    lines = scaling_lines(rows, setup.workers) + list(checks.values()) + setup.notes
+    lines.append(
+        "load average (1/5/15 min) before each round: "
+        + "; ".join("/".join(f"{v:.2f}" for v in x) for x in loads)
+    )
+    print("\n".join(lines))
+    return {
+        "analysis": setup.analysis.name, "data_dir": str(setup.data_dir), "chunksize": setup.chunksize,
+        "workers": setup.workers, "repeat": repeat, "models": names or "all", "results": rows,
+        "checks": checks, "notes": setup.notes, "loadavg": loads, "versions": versions(),
+    }  # fmt: skip
 
 
 def bench(
@@ -338,38 +518,34 @@ def bench(
     models_dir: Path | None = None,
     model_names: list[str] | None = None,
     repeat: int = 1,
+    growth_sizes: list[int] | None = None,
+    growth_executor: str = "dask",
+    all_variations: bool = False,
     cluster: ClusterOptions | None = None,
 ) -> dict:
-    """Time the floors, each executor (1 and ``workers`` workers) and the text baseline.
+    """Time every row ``repeat`` times (interleaved), check the baselines, print and save the table.
 
-    With ``repeat`` > 1 the whole sequence runs that many times, so that every configuration
-    sees the machine's slow and fast moments alike; each row is the run with the median
-    events/s, and ``events_per_s_runs`` lists them all. ``cluster``: also the dask executor
-    with ``workers`` workers in jobs of that batch system (``--cluster``).
+    Each row is the round with the median events/s; ``events_per_s_runs`` lists them all.
+    A baseline that disagrees with the processor raises HepsieveError after the table.
+    The processor fills the nominal histograms only (as the baselines) unless ``all_variations``.
     """
     if repeat < 1:
         raise ConfigurationError(f"--repeat {repeat}: must be at least 1")
-    out_dir = Path(out_dir)
-    args = (analysis_name, data_dir, out_dir, executors, workers, chunksize, models_dir, model_names)
-    rows = _median_rows([_one_round(*args, cluster) for _ in range(repeat)])
-    floor_events = next(iter(rows.values()))["events"]
-    text = text_baseline(analysis_name, data_dir, models_dir, model_names, floor_events)
-    if text:
-        rows[
-            f"pandas.read_csv + predict, {text['events']} rows (extrapolated: "
-            f"{text['extrapolated_wall_s']:.0f} s for {floor_events})"
-        ] = text
-    rdf_note = _rdataframe_note()
-    _print_table(
-        rows,
-        f"\nmodels: {', '.join(model_names) if model_names else 'all'}; chunksize {chunksize}"
-        + (f"; median of {repeat} rounds" if repeat > 1 else ""),
-    )
-    scaling = _scaling(rows, workers)
-    for line in scaling.values():
-        print(line)
-    print(rdf_note)
-    report = _report(analysis_name, data_dir, chunksize, repeat, model_names, rows, scaling, rdf_note)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(report, indent=1))
+    setup = make_setup(
+        analysis_name, data_dir, out_dir, executors=executors, workers=workers, chunksize=chunksize,
+        models_dir=models_dir, model_names=model_names, variations=None if all_variations else [],
+        cluster=cluster,
+    )  # fmt: skip
+    check: dict = {}
+    rounds = [one_round(setup, check if i == 0 else None) for i in range(repeat)]
+    report = _summarise(setup, rounds, check, repeat)
+    if growth_sizes:
+        grown = growth(setup, growth_sizes, repeat, growth_executor)
+        print_growth(grown)
+        report["growth"] = grown
+    setup.out_dir.mkdir(parents=True, exist_ok=True)
+    (setup.out_dir / "bench.json").write_text(json.dumps(report, indent=1, default=str))
+    mismatches = [line for line in report["checks"].values() if line.startswith("MISMATCH")]
+    if mismatches:
+        raise HepsieveError("; ".join(mismatches))
     return report

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from hepsieve.processors.analysis import EXECUTORS
 from hepsieve.processors.clusters import CLUSTERS, ClusterOptions
 from hepsieve.processors.errors import ConfigurationError, HepsieveError
-from hepsieve.processors.executors import EXECUTORS
 from hepsieve.training.kinds import ACTIVATIONS, MODEL_KINDS, NEGATIVE_WEIGHT_POLICIES
 
 log = logging.getLogger("hepsieve")
@@ -285,12 +285,28 @@ def _parse_bench(sub) -> None:
     p.add_argument("--model-names", nargs="+", help="use only these models")
     p.add_argument("--executors", nargs="+", choices=EXECUTORS, default=list(EXECUTORS))
     p.add_argument("--workers", type=int, default=_cpus())
-    p.add_argument("--chunksize", type=int, default=250_000)
+    p.add_argument(
+        "--chunksize", type=int, default=200_000, help="entries per chunk (default 200000: two clusters)"
+    )
     p.add_argument(
         "--repeat",
         type=int,
         default=1,
         help="run the whole sequence N times and report the median of each row",
+    )
+    p.add_argument(
+        "--growth",
+        type=int,
+        nargs="+",
+        metavar="EVENTS",
+        help="also time whole `hepsieve run` commands on the first files holding EVENTS events "
+        "each (e.g. 1000000 3000000 11000000) and fit fixed + per-event cost",
+    )
+    p.add_argument("--growth-executor", choices=EXECUTORS, default="dask")
+    p.add_argument(
+        "--all-variations",
+        action="store_true",
+        help="fill every systematic variation (default: nominal only, as the baselines do)",
     )
     p.add_argument("--out", type=Path, default=Path("bench"))
     _cluster_options(p)
@@ -408,9 +424,18 @@ def cmd_convert(args) -> None:
         print(f"{src} -> {args.out / name} ({rows} rows)")
 
 
+def _score_cut(args) -> float | dict[str, float] | None:
+    """Return --score-cut, or the working points of --working-points METRICS_JSON."""
+    if not args.working_points:
+        return args.score_cut
+    # only here: training.evaluate imports scikit-learn, scipy.stats and numba (3 s of every run)
+    from hepsieve.training.evaluate import working_points
+
+    return working_points(args.working_points)
+
+
 def _run_config(args):
     from hepsieve.processors.runner import RunConfig
-    from hepsieve.training.evaluate import working_points
 
     return RunConfig(
         analysis=args.analysis,
@@ -428,7 +453,7 @@ def _run_config(args):
         maxchunks=args.maxchunks,
         skip_bad_files=args.skip_bad_files,
         checkpoint=args.checkpoint,
-        score_cut=working_points(args.working_points) if args.working_points else args.score_cut,
+        score_cut=_score_cut(args),
         progress=not args.quiet,
         cluster=cluster_options(args),
         preflight_on_workers=args.preflight_on_workers,
@@ -550,6 +575,9 @@ def cmd_bench(args) -> None:
         args.models,
         args.model_names,
         repeat=args.repeat,
+        growth_sizes=args.growth,
+        growth_executor=args.growth_executor,
+        all_variations=args.all_variations,
         cluster=cluster_options(args),
     )
 

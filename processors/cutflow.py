@@ -16,16 +16,23 @@ class Cutflow:
         self.dataset = dataset
         self.weights = np.asarray(weights, dtype=np.float64)
         self.steps: dict[str, dict[str, float]] = {}
+        self._squares: tuple[np.ndarray, np.ndarray] | None = None  # (weights, their squares)
         self.add("input", np.ones(len(self.weights), dtype=bool))
+
+    def _with_squares(self, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the weights and their squares, squared once per weight array (steps share it)."""
+        w = self.weights if weights is None else np.asarray(weights, np.float64)
+        if self._squares is None or self._squares[0] is not w:
+            self._squares = (w, np.square(w))
+        return self._squares
 
     def add(self, step: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Record the events passing ``mask`` (over this chunk's events, or over ``weights``)."""
-        w = (self.weights if weights is None else np.asarray(weights, np.float64))[mask]
-        self.steps[step] = {
-            "n": int(np.count_nonzero(mask)),
-            "sumw": float(w.sum()),
-            "sumw2": float(np.square(w).sum()),
-        }
+        w, w2 = self._with_squares(weights)
+        n = int(np.count_nonzero(mask))
+        if n != len(w):  # an all-true mask would copy the weights for the same sums
+            w, w2 = w[mask], w2[mask]
+        self.steps[step] = {"n": n, "sumw": float(w.sum()), "sumw2": float(w2.sum())}
 
     def as_output(self) -> dict:
         """Return the accumulator form ``{"cutflow": {dataset: steps}}``."""

@@ -11,6 +11,7 @@ import multiprocessing
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +21,7 @@ import coffea.processor.executor as coffea_executor_module
 from coffea import processor
 from coffea.util import coffea_console
 
+from hepsieve.processors.analysis import EXECUTORS
 from hepsieve.processors.clusters import ClusterOptions, jobqueue_client
 from hepsieve.processors.errors import (
     ChunkError,
@@ -32,7 +34,6 @@ from hepsieve.processors.errors import (
 from hepsieve.processors.provenance import peak_rss_mb
 
 log = logging.getLogger(__name__)
-EXECUTORS = ("iterative", "futures", "dask")
 
 
 def _utf8_hash(items: tuple) -> int:
@@ -285,6 +286,34 @@ def make_executor(
             yield executor
     else:
         raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+@contextlib.contextmanager
+def started_early(
+    name: str, workers: int, scheduler: str | None, progress: bool, cluster: ClusterOptions | None = None
+) -> Iterator[Callable]:
+    """Start the executor in a thread now; yield ``ready()`` -> (executor, its start-up s).
+
+    A local cluster takes seconds to start (worker processes, their imports): the caller
+    checks its inputs meanwhile. On leaving (also after an error or Ctrl-C) the start is
+    waited for and the executor shut down. The starting thread lives until then.
+    """
+    stack = contextlib.ExitStack()
+
+    def start() -> tuple[Any, float]:
+        begin = time.perf_counter()
+        executor = stack.enter_context(make_executor(name, workers, scheduler, progress, cluster=cluster))
+        return executor, time.perf_counter() - begin
+
+    thread = ThreadPoolExecutor(1, thread_name_prefix="hepsieve-executor-start")
+    future = thread.submit(start)
+    try:
+        yield future.result
+    finally:
+        with contextlib.suppress(BaseException):  # a failed start was raised by ready() already
+            future.result()
+        thread.submit(stack.close).result()  # in the starting thread, as dask's Client wants
+        thread.shutdown()
 
 
 @contextlib.contextmanager

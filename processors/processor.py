@@ -36,14 +36,27 @@ MODES = ("histograms", "features")
 
 
 def make_histograms(
-    analysis: Analysis, model_names: Sequence[str] = (), variations: Sequence[str] = (NOMINAL,)
+    analysis: Analysis,
+    model_names: Sequence[str] = (),
+    variations: Sequence[str] = (NOMINAL,),
+    coded: bool = False,
 ) -> dict[str, hist.Hist]:
-    """Return the empty output histograms: (dataset, category, variation, physics axes), Weight storage."""
+    """Return the empty output histograms: (dataset, category, variation, physics axes), Weight storage.
+
+    ``coded``: the category axis is the categories' integer codes (0, 1, ... in the analysis'
+    order), as the chunk pipeline fills it; :func:`with_category_names` turns it into names.
+    """
+    names = list(analysis.categories.names)
+    category = (
+        hist.axis.IntCategory(range(len(names)), name="category", label="Category")
+        if coded
+        else hist.axis.StrCategory(names, name="category", label="Category")
+    )
 
     def book(*axes: hist.axis.Regular) -> hist.Hist:
         return hist.Hist(
             hist.axis.StrCategory([], growth=True, name="dataset", label="Dataset"),
-            hist.axis.StrCategory(list(analysis.categories.names), name="category", label="Category"),
+            category,
             hist.axis.StrCategory(list(variations), name="variation", label="Variation"),
             *axes,
             storage=hist.storage.Weight(),
@@ -56,6 +69,17 @@ def make_histograms(
             hist.axis.Regular(analysis.scoring.score_bins, 0.0, 1.0, name="score", label=f"{name} score")
         )
         out[f"{cut.name}_{name}_pass"] = book(*cut.axes)
+    return out
+
+
+def with_category_names(h: hist.Hist, names: Sequence[str]) -> hist.Hist:
+    """Return the histogram with its integer-coded category axis replaced by the names (same bins)."""
+    axes = [
+        hist.axis.StrCategory(list(names), name="category", label=ax.label) if ax.name == "category" else ax
+        for ax in h.axes
+    ]
+    out = hist.Hist(*axes, storage=hist.storage.Weight())
+    out.view(flow=True)[...] = h.view(flow=True)
     return out
 
 
@@ -77,6 +101,8 @@ class Selected:
     scored_idx: np.ndarray  # selected-event indices that are scored (finite features)
     event_id: np.ndarray  # of the scored events
     rows: np.ndarray | None = None  # chunk row of each selected event (None: every row selected)
+    # exclusive categories: each selected event's category code (-1: none); None: overlapping
+    codes: np.ndarray | None = None
 
 
 class AnalysisProcessor(processor.ProcessorABC):
@@ -219,6 +245,7 @@ class AnalysisProcessor(processor.ProcessorABC):
         a = self.analysis
         observables = a.make_observables(selected, sel_objects)
         categories = self._categories(observables, len(w))
+        codes = self._codes(categories, len(w))
         for name, rows in categories.items():
             cutflow.add(f"category {name}", rows, w)
         scored = np.logical_or.reduce([categories[c] for c in a.scoring.categories])
@@ -235,7 +262,16 @@ class AnalysisProcessor(processor.ProcessorABC):
         cutflow.add(f"{'+'.join(a.scoring.categories)}: finite features", scored_mask, w)
         event_id = ak.to_numpy(selected[a.input_flavour(meta.get("inputs")).event_id])[scored_idx]
         return Selected(
-            selected, sel_objects, observables, w, categories, columns, finite, scored_idx, event_id
+            selected,
+            sel_objects,
+            observables,
+            w,
+            categories,
+            columns,
+            finite,
+            scored_idx,
+            event_id,
+            codes=codes,
         )
 
     def _categories(self, observables: Any, n: int) -> dict[str, np.ndarray]:
@@ -247,17 +283,25 @@ class AnalysisProcessor(processor.ProcessorABC):
                 f"analysis {self.analysis.name!r}: categories.assign returned "
                 f"{sorted(masks)}, not categories.names {names}"
             )
-        masks = {c: np.asarray(masks[c], dtype=bool) for c in names}
-        if (
-            self.analysis.categories.exclusive
-            and n
-            and np.sum([m.astype(np.int8) for m in masks.values()], axis=0).max() > 1
-        ):
-            raise ConfigurationError(
-                f"analysis {self.analysis.name!r}: categories overlap; "
-                "set Categories(exclusive=False) for overlapping regions"
-            )
-        return masks
+        return {c: np.asarray(masks[c], dtype=bool) for c in names}
+
+    def _codes(self, masks: dict[str, np.ndarray], n: int) -> np.ndarray | None:
+        """Return each event's category code (-1: none) of exclusive categories; check they are.
+
+        None for overlapping categories (``Categories(exclusive=False)``): those are filled
+        one category at a time.
+        """
+        if not self.analysis.categories.exclusive:
+            return None
+        codes = np.full(n, -1, dtype=np.intp)
+        for i, mask in enumerate(masks.values()):
+            if i and (codes[mask] >= 0).any():
+                raise ConfigurationError(
+                    f"analysis {self.analysis.name!r}: categories overlap; "
+                    "set Categories(exclusive=False) for overlapping regions"
+                )
+            codes[mask] = i
+        return codes
 
     def _feature_columns(self, observables: Any) -> dict[str, np.ndarray]:
         specs = (
@@ -274,12 +318,21 @@ class AnalysisProcessor(processor.ProcessorABC):
     def _histograms(self, events: Any, objects: Any, meta: Mapping, sel: Selected) -> dict:
         """Fill every histogram: nominal, then (simulation only) each weight and shape variation."""
         a, dataset = self.analysis, meta["dataset"]
-        hists = make_histograms(a, [s.name for s in self.scorers], self.variations)
+        hists = make_histograms(a, [s.name for s in self.scorers], self.variations, coded=True)
         fills: dict[tuple[str, str, str, str], int] = {}
         scores = self._scores(sel)
         self._fill(hists, fills, dataset, NOMINAL, sel, sel.weights, scores)
-        if meta.get("is_data"):
-            return {"histograms": hists, "fills": fills}
+        if not meta.get("is_data"):
+            self._fill_variations(hists, fills, (events, objects, meta), sel, scores)
+        names = a.categories.names
+        return {"histograms": {k: with_category_names(h, names) for k, h in hists.items()}, "fills": fills}
+
+    def _fill_variations(
+        self, hists: dict, fills: dict, chunk: tuple, sel: Selected, scores: dict[str, np.ndarray]
+    ) -> None:
+        """Fill each chosen weight variation, then each shape variation (re-running the chunk)."""
+        a, (events, objects, meta) = self.analysis, chunk
+        dataset = meta["dataset"]
         for wv in a.weights.variations:
             for direction, factor in (("Up", wv.up), ("Down", wv.down)):
                 if f"{wv.name}{direction}" in self.variations:
@@ -295,7 +348,6 @@ class AnalysisProcessor(processor.ProcessorABC):
                     self._fill(
                         hists, fills, dataset, f"{sv.name}{direction}", vsel, vsel.weights, self._scores(vsel)
                     )
-        return {"histograms": hists, "fills": fills}
 
     def _scores(self, sel: Selected) -> dict[str, np.ndarray]:
         """Return each model's score of the scored events (each by its fold's model)."""
@@ -317,19 +369,28 @@ class AnalysisProcessor(processor.ProcessorABC):
         weights: np.ndarray,
         scores: dict[str, np.ndarray],
     ) -> None:
-        """Fill the histograms of one variation; count the fills of each (histogram, category)."""
+        """Fill the histograms of one variation; count the fills of each (histogram, category).
+
+        Exclusive categories: one fill per histogram with the events' integer category codes
+        (no copy of values and weights where every event is in a filled category); overlapping
+        ones: one fill per category with a scalar code.
+        """
         a = self.analysis
-        # one fill per category with a scalar category: string-array fills cost 2x
+        counts = _code_counts(sel.codes, len(a.categories.names))
         for spec in a.histograms:
             values = spec.values(sel.observables)
-            for cat in spec.categories or a.categories.names:
-                rows = sel.categories[cat]
-                hists[spec.name].fill(
-                    dataset, cat, variation, *(v[rows] for v in values), weight=weights[rows]
-                )
-                fills[(spec.name, dataset, cat, variation)] = int(np.count_nonzero(rows))
+            cats = spec.categories or a.categories.names
+            _fill_coded(hists[spec.name], (dataset, variation), self._code_index(cats), sel, values, weights)
+            for cat in cats:
+                fills[(spec.name, dataset, cat, variation)] = _count(sel, counts, self._code(cat))
         if scores:
             self._fill_scores(hists, fills, (dataset, variation), sel, weights, scores)
+
+    def _code(self, category: str) -> int:
+        return self.analysis.categories.names.index(category)
+
+    def _code_index(self, categories: Sequence[str]) -> tuple[int, ...]:
+        return tuple(self._code(c) for c in categories)
 
     def _fill_scores(
         self,
@@ -340,22 +401,28 @@ class AnalysisProcessor(processor.ProcessorABC):
         weights: np.ndarray,
         scores: dict[str, np.ndarray],
     ) -> None:
+        """Fill each model's score histogram and the cut histogram after its score cut."""
         a, (dataset, variation) = self.analysis, where
         cut_spec = a.histogram(a.scoring.cut_histogram)
-        cut_values = [v[sel.scored_idx] for v in cut_spec.values(sel.observables)]
-        w_scored = weights[sel.scored_idx]
-        scored_in = {cat: sel.categories[cat][sel.scored_idx] for cat in a.scoring.categories}
+        scored = sel.scored_idx
+        all_scored = len(scored) == len(weights)  # then scored_idx is every selected event, in order
+        cut_values = cut_spec.values(sel.observables)
+        if not all_scored:
+            cut_values = tuple(v[scored] for v in cut_values)
+        sub = _Scored(sel, scored, all_scored, weights)
+        codes = self._code_index(a.scoring.categories)
         for model, score in scores.items():
+            name = f"{cut_spec.name}_{model}_pass"
+            _fill_coded(hists[f"score_{model}"], where, codes, sub, (score,), sub.weights)
             passed = score > self.score_cut[model]
-            for cat, rows in scored_in.items():
-                hists[f"score_{model}"].fill(dataset, cat, variation, score[rows], weight=w_scored[rows])
-                keep = rows & passed
-                name = f"{cut_spec.name}_{model}_pass"
-                hists[name].fill(
-                    dataset, cat, variation, *(v[keep] for v in cut_values), weight=w_scored[keep]
-                )
-                fills[(f"score_{model}", dataset, cat, variation)] = int(np.count_nonzero(rows))
-                fills[(name, dataset, cat, variation)] = int(np.count_nonzero(keep))
+            _fill_coded(hists[name], where, codes, sub, cut_values, sub.weights, also=passed)
+            counts = _code_counts(sub.codes, len(a.categories.names))
+            n_codes = len(a.categories.names)
+            passed_counts = _code_counts(None if sub.codes is None else sub.codes[passed], n_codes)
+            for cat in a.scoring.categories:
+                code = self._code(cat)
+                fills[(f"score_{model}", dataset, cat, variation)] = _count(sub, counts, code)
+                fills[(name, dataset, cat, variation)] = _count(sub, passed_counts, code, passed)
 
     def _labels(self, meta: Mapping, sel: Selected) -> np.ndarray:
         if self.analysis.labels is not None:
@@ -400,6 +467,67 @@ class AnalysisProcessor(processor.ProcessorABC):
         pq.write_table(table, tmp)
         tmp.replace(path)
         return {str(path): len(sel.scored_idx)}
+
+
+class _Scored:
+    """The scored events of a :class:`Selected` (codes, masks and weights restricted to them)."""
+
+    def __init__(self, sel: Selected, idx: np.ndarray, whole: bool, weights: np.ndarray):
+        if whole:
+            self.codes, self.categories, self.weights = sel.codes, sel.categories, weights
+        else:
+            self.codes = None if sel.codes is None else sel.codes[idx]
+            self.categories = {c: m[idx] for c, m in sel.categories.items()}
+            self.weights = weights[idx]
+
+
+def _code_counts(codes: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Return the events per category code (None for overlapping categories)."""
+    return None if codes is None else np.bincount(codes[codes >= 0], minlength=n)
+
+
+def _count(
+    sel: Selected | _Scored, counts: np.ndarray | None, code: int, also: np.ndarray | None = None
+) -> int:
+    """Return the events in category ``code`` (and passing ``also``), from codes or masks."""
+    if counts is not None:
+        return int(counts[code])
+    mask = list(sel.categories.values())[code]
+    return int(np.count_nonzero(mask if also is None else mask & also))
+
+
+def _fill_coded(
+    h: hist.Hist,
+    where: tuple[str, str],
+    codes: tuple[int, ...],
+    sel: Selected | _Scored,
+    values: tuple[np.ndarray, ...],
+    weights: np.ndarray,
+    also: np.ndarray | None = None,
+) -> None:
+    """Fill ``h`` with the events in the categories ``codes`` (and passing ``also``).
+
+    With exclusive categories one fill with the per-event codes, copying values only where
+    some events are left out; with overlapping ones one fill per category.
+    """
+    dataset, variation = where
+    if sel.codes is None:
+        masks = list(sel.categories.values())
+        for code in codes:
+            keep = masks[code] if also is None else masks[code] & also
+            h.fill(dataset, code, variation, *(v[keep] for v in values), weight=weights[keep])
+        return
+    keep = None
+    if len(codes) != len(h.axes["category"]):
+        keep = np.isin(sel.codes, codes)
+    elif sel.codes.min(initial=0) < 0:  # events in no category: code -1 would fill the overflow bin
+        keep = sel.codes >= 0
+    if also is not None:
+        keep = also if keep is None else keep & also
+    if keep is None:
+        h.fill(dataset, sel.codes, variation, *values, weight=weights)
+    else:
+        h.fill(dataset, sel.codes[keep], variation, *(v[keep] for v in values), weight=weights[keep])
 
 
 def _chosen_variations(analysis: Analysis, mode: str, chosen: Sequence[str] | None) -> tuple[str, ...]:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,9 @@ from hepsieve.processors.executors import (
     EXECUTORS,
     HepsieveRunner,
     hepsieve_cause,
-    make_executor,
     quiet_console,
     quiet_tracebacks,
+    started_early,
     worker_map,
     worker_peak_rss_mb,
 )
@@ -81,6 +83,8 @@ class RunConfig:
     executor: str = "dask"
     workers: int = field(default_factory=_default_workers)
     scheduler: str | None = None
+    # two 100k-entry clusters: uproot reads TTrees of 100k baskets at ~10M events/s per core in
+    # 100k/200k steps, half that in 500k/1M steps (issue 14's measurement, 31 float columns)
     chunksize: int = 200_000
     maxchunks: int | None = None
     skip_bad_files: bool = False
@@ -136,17 +140,46 @@ def _fileset_hash(resolved: ResolvedFileset) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
 
-def metadata_cache(resolved: ResolvedFileset, tree: str) -> dict:
+def metadata_cache(resolved: ResolvedFileset, tree: str, chunksize: int | None = None) -> dict:
     """Return coffea's file metadata of every file, from the preflight.
 
     Entries, UUID and the dataset's metadata, from the preflight that already opened each
     file: coffea then skips its own preprocessing pass (0.8 s for the 12 UCI HIGGS files).
+    With ``chunksize``, ``clusters`` holds the chunk boundaries coffea's ``align_clusters``
+    may choose from (:func:`chunk_boundaries`).
     """
-    return {
-        FileMeta(ds, path, tree): {**entry["metadata"], **resolved.file_meta[path]}
-        for ds, entry in resolved.fileset.items()
-        for path in entry["files"]
-    }
+    out = {}
+    for ds, entry in resolved.fileset.items():
+        for path in entry["files"]:
+            meta = {**entry["metadata"], **resolved.file_meta[path]}
+            if chunksize is not None and "clusters" in meta:
+                meta["clusters"] = chunk_boundaries(meta["clusters"], chunksize)
+            out[FileMeta(ds, path, tree)] = meta
+    return out
+
+
+def chunk_boundaries(clusters: list[int], chunksize: int) -> list[int]:
+    """Return the chunk boundaries of a file: whole clusters, a cluster longer than a chunk split.
+
+    Clusters are joined as coffea's ``align_clusters`` joins them (a chunk ends at the first
+    cluster boundary at least ``chunksize`` entries after its start), so each basket is read and
+    decompressed once; a chunk still longer than ``chunksize`` is cut into
+    ``round(length / chunksize)`` equal parts, coffea's own chunking of a file, so a one-cluster
+    file is chunked exactly as without alignment. The runner hands coffea these boundaries with
+    a target chunk of 1 entry: coffea then starts a chunk at each of them.
+    """
+    joined = [clusters[0]]
+    for c in clusters[1:]:
+        if c >= joined[-1] + chunksize:
+            joined.append(c)
+    if joined[-1] != clusters[-1]:
+        joined.append(clusters[-1])
+    out = [joined[0]]
+    for start, stop in itertools.pairwise(joined):
+        n = max(round((stop - start) / chunksize), 1)
+        size = math.ceil((stop - start) / n)
+        out += [min(start + size * i, stop) for i in range(1, n + 1)]
+    return sorted(set(out))
 
 
 def check_accounting(
@@ -224,16 +257,6 @@ def _checkpointer(
     return checkpointer
 
 
-@contextlib.contextmanager
-def _started_executor(config: RunConfig) -> Iterator[tuple[Any, float]]:
-    """Yield the run's coffea executor and its start-up time [s] (cluster start, jobs starting)."""
-    start = time.perf_counter()
-    with make_executor(
-        config.executor, config.workers, config.scheduler, config.progress, cluster=config.cluster
-    ) as executor:
-        yield executor, time.perf_counter() - start
-
-
 def work_items(resolved: ResolvedFileset, tree: str, chunksize: int, maxchunks: int | None) -> list[WorkItem]:
     """Return the chunks of every file: coffea ``preprocess``'s steps where given, else coffea's own.
 
@@ -265,20 +288,27 @@ def _execute(
     resolved: ResolvedFileset,
     proc: AnalysisProcessor,
     checkpointer: IdentityCheckpointer | None,
-    started: tuple[Any, float],
+    ready: Callable[[], tuple[Any, float]],
 ) -> tuple[dict, tuple]:
-    """Run coffea's Runner; return (output, (start-up s, processing wall s, worker peak RSS))."""
+    """Run coffea's Runner; return (output, (start-up s, processing wall s, worker peak RSS)).
+
+    ``ready()`` returns the executor (started early, see :func:`started_early`) and its start-up.
+    """
     schema = SCHEMA_CLASSES[analysis.input_flavour(spec.get("inputs")).schema]
-    ex, startup = started
+    ex, startup = ready()  # started beside the input checks; startup: its own start, not processing
+    # aligned: chunks follow the files' clusters (not for coffea preprocess steps, given as work items)
+    aligned = spec.get("format", "root") == "root" and not resolved.steps
     start = time.perf_counter()
     runner = HepsieveRunner(
         executor=ex,
         schema=schema,
-        chunksize=config.chunksize,
+        # aligned: coffea starts a chunk at every boundary of chunk_boundaries()
+        chunksize=1 if aligned else config.chunksize,
         maxchunks=config.maxchunks,
         checkpointer=checkpointer,
         format=spec.get("format", "root"),
-        metadata_cache=metadata_cache(resolved, spec["tree"]),
+        metadata_cache=metadata_cache(resolved, spec["tree"], config.chunksize if aligned else None),
+        align_clusters=aligned,
         skipbadfiles=(ChunkReadError,) if config.skip_bad_files else False,
     )
     # uproot's default array cache (100 MB per file) copies every column it reads; coffea
@@ -407,12 +437,13 @@ def run(config: RunConfig) -> RunResult:
     analysis, spec, flavour = _prepare(config)
     on_workers = preflight_on_workers(config, spec)
     with (
+        started_early(
+            config.executor, config.workers, config.scheduler, config.progress, config.cluster
+        ) as ready,
         output_dir(config.out_dir) if config.out_dir is not None else contextlib.nullcontext() as target,
-        contextlib.ExitStack() as stack,
     ):
-        # the workers check the files when this process may not see them: start them first
-        started = stack.enter_context(_started_executor(config)) if on_workers else None
-        resolved = _preflight(config, spec, flavour, started[0] if started else None)
+        # the workers check the files when this process may not see them: wait for them first
+        resolved = _preflight(config, spec, flavour, ready()[0] if on_workers else None)
         proc = AnalysisProcessor(
             analysis,
             _scorers(config, analysis),
@@ -433,9 +464,7 @@ def run(config: RunConfig) -> RunResult:
             config.workers,
             config.chunksize,
         )
-        if started is None:
-            started = stack.enter_context(_started_executor(config))
-        output, timing = _execute(config, analysis, spec, resolved, proc, checkpointer, started)
+        output, timing = _execute(config, analysis, spec, resolved, proc, checkpointer, ready)
         result = _finish(config, analysis, spec, resolved, proc, output, timing, target)
     if target is not None:
         result.files = [target.out / f.name for f in result.files]

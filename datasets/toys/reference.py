@@ -307,7 +307,8 @@ def model_numbers(analysis: str, metrics_paths: list[str | Path]) -> dict[str, f
     AUC: the held-out weighted AUC; accuracy: (TP + TN) / all at the analysis' threshold with
     class-balanced weights (the seed's convention: signal and background renormalised).
     """
-    keys, out = METRIC_KEYS.get(analysis, {}), {}
+    keys: dict[str, tuple[str, str | None]] = METRIC_KEYS.get(analysis, {})
+    out: dict[str, float] = {}
     for path in metrics_paths:
         for name, m in json.loads(Path(path).read_text())["models"].items():
             if name not in keys:

@@ -15,6 +15,7 @@ opposite-sign (SFOS) pairs. Z1 is the SFOS pair closest to m_Z, Z2 the other pai
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -111,10 +112,14 @@ class LeptonTable:
         keep = np.repeat(mask, self.counts)
         return LeptonTable({k: v[keep] for k, v in self.columns.items()}, self.counts[mask], self.good[keep])
 
+    @functools.cached_property
+    def owner(self) -> np.ndarray:
+        """Return the event index of every lepton (made once: each selection step sums over it)."""
+        return np.repeat(np.arange(len(self.counts)), self.counts)
+
     def good_sum(self, values: np.ndarray | int) -> np.ndarray:
         """Return the per-event sum of ``values`` over the good leptons."""
-        owner = np.repeat(np.arange(len(self.counts)), self.counts)
-        return np.bincount(owner, weights=np.where(self.good, values, 0), minlength=len(self.counts))
+        return np.bincount(self.owner, weights=np.where(self.good, values, 0), minlength=len(self.counts))
 
     def four_good(self) -> dict[str, np.ndarray]:
         """Return (n, 4) columns of the good leptons (every event must have exactly four)."""

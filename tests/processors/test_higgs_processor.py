@@ -61,36 +61,3 @@ def test_training_holds_out_the_test_split(higgs_models):
     assert card["training_data"]["held_out_datasets"] == ["test"]
     assert card["training_data"]["datasets"] == ["train"]
     assert card["kind"] == "hgb" and all(f["metrics"]["onnx_max_abs_diff"] < 1e-4 for f in card["folds"])
-
-
-def test_bench_rounds_medians_and_report(higgs_toy_dir, higgs_models, tmp_path, capsys):
-    import json
-
-    from hepsieve.processors.bench import bench
-
-    report = bench(
-        "higgs-uci",
-        higgs_toy_dir,
-        tmp_path,
-        ["iterative"],
-        workers=1,
-        chunksize=5000,
-        models_dir=higgs_models,
-        model_names=["mlp"],
-        repeat=3,
-    )
-    rows = report["results"]
-    floor, iterative = (
-        rows["floor: uproot.iterate + onnxruntime + hist, 1 process"],
-        rows["hepsieve iterative, 1 worker(s)"],
-    )
-    for row in (floor, iterative):
-        assert row["events"] == 22_000
-        assert len(row["events_per_s_runs"]) == 3
-        assert row["events_per_s"] == sorted(row["events_per_s_runs"])[1]  # the median round
-        assert row["wall_s"] > 0 and row["startup_s"] >= 0
-    assert 0 < floor["worker_max_rss_mb"][0] < 2000  # the spawned floor process's own peak
-    text = [r for name, r in rows.items() if name.startswith("pandas.read_csv")]
-    assert text and text[0]["extrapolated_to"] == 22_000
-    assert json.loads((tmp_path / "bench.json").read_text())["repeat"] == 3
-    assert "median of 3 rounds" in capsys.readouterr().out
