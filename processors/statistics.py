@@ -335,13 +335,21 @@ def _check_fit_inputs(inputs: FitInputs, run_dir: str | Path) -> None:
         raise ConfigurationError(f"{where}: the signal is empty in every category: nothing to fit")
     for channel in inputs.channels:
         total = sum(s.nominal.values for s in channel.samples.values())
-        bad = np.flatnonzero((total < 0) | ((total <= 0) & (channel.data.values > 0)))
+        background, data = background_sum(channel), channel.data.values
+        bad = np.flatnonzero((total < 0) | ((background <= 0) & (data > 0)))
         if len(bad):
             raise ConfigurationError(
-                f"{where}, category {channel.category!r}: bins {bad.tolist()} have a total expectation "
-                f"{total[bad].tolist()} that cannot describe their data {channel.data.values[bad].tolist()}; "
-                "choose a coarser histogram (--histogram) or fewer categories"
+                f"{where}, category {channel.category!r}: bins {bad.tolist()} have a background "
+                f"expectation {background[bad].tolist()} (total {total[bad].tolist()}) that cannot "
+                f"describe their data {data[bad].tolist()}; choose a coarser histogram (--histogram) "
+                "or fewer categories"
             )
+
+
+def background_sum(channel: Channel) -> np.ndarray:
+    """Return the nominal background expectation per bin of a channel."""
+    backgrounds = [s.nominal.values for s in channel.samples.values() if s.process.role != "signal"]
+    return np.sum(backgrounds, axis=0) if backgrounds else np.zeros_like(channel.data.values)
 
 
 # --- the systematics: normsys where a variation only scales a sample, + histosys otherwise ---
@@ -444,13 +452,13 @@ def workspace_spec(inputs: FitInputs, systematics: bool = True, mc_stat: bool = 
 
 
 def _fit_bins(channel: Channel) -> np.ndarray:
-    """Return the mask of the bins a fit keeps: those where some sample or the data is not 0.
+    """Return the mask of the bins a fit keeps: those with a positive background expectation.
 
-    A bin empty in every sample and in the data adds nothing to the likelihood, and pyhf's
-    Poisson term of a zero expectation is not defined.
+    Without one, pyhf's Poisson term is undefined at a zero expectation, and the
+    background-only hypothesis of the discovery test cannot describe the signal's Asimov data
+    (q0 would be infinite). Such bins hold no data (else the inputs were refused).
     """
-    filled = np.any([s.nominal.values != 0 for s in channel.samples.values()], axis=0)
-    return filled | (channel.data.values != 0)
+    return background_sum(channel) > 0
 
 
 def _masked(sample: Sample, keep: np.ndarray) -> Sample:
@@ -466,20 +474,29 @@ def _masked(sample: Sample, keep: np.ndarray) -> Sample:
 
 
 def fit_channels(inputs: FitInputs) -> list[Channel]:
-    """Return the channels as the fit sees them: bins empty everywhere left out (with a note)."""
+    """Return the channels as the fit sees them: bins without background left out (with a note)."""
     out = []
     for c in inputs.channels:
         keep = _fit_bins(c)
         if keep.all():
             out.append(c)
             continue
+        signal = sum(s.nominal.values[~keep].sum() for s in c.samples.values() if s.process.role == "signal")
         inputs.notes.append(
-            f"{c.category}: bins {np.flatnonzero(~keep).tolist()} are empty in every sample and the data; "
-            "the workspace leaves them out (histograms.root keeps every bin)"
+            f"{c.category}: bins {np.flatnonzero(~keep).tolist()} have no background expectation "
+            f"(signal there: {signal:.3g} events, no data); the workspace leaves them out "
+            "(histograms.root keeps every bin)"
         )
+        if not keep.any():
+            continue
         samples = {name: _masked(s, keep) for name, s in c.samples.items()}
+        samples = {name: s for name, s in samples.items() if np.any(s.nominal.values != 0)}
         data = _masked(Sample(c.data_process, c.data), keep).nominal
         out.append(Channel(c.name, c.category, samples, data, c.has_data))
+    if not any(s.process.role == "signal" for c in out for s in c.samples.values()):
+        raise ConfigurationError(
+            f"histogram {inputs.histogram!r}: no signal is left where there is background: nothing to fit"
+        )
     return out
 
 

@@ -349,3 +349,54 @@ def test_fileset_lumi_uncertainty_is_a_normsys_where_no_lumi_variation_is_declar
         "0.975/1.025",
         "0.975/1.025",
     ]
+
+
+@pytest.fixture(scope="module")
+def atlas_fit(atlas_toy_dir, tmp_path_factory):
+    """A histogram run of the ATLAS toy with the shipped models, then `hepsieve stats` on it."""
+    from hepsieve.processors import RunConfig, run
+
+    out = tmp_path_factory.mktemp("atlas_hists")
+    run(RunConfig("atlas-hzz4l", atlas_toy_dir, out, executor="iterative", progress=False))
+    return write_fit(out)
+
+
+def test_stats_on_an_atlas_run(atlas_fit):
+    fit_dir, summary = atlas_fit
+    assert summary["histogram"] == "m4l_mlp_pass"  # the default: m4l after the first model's cut
+    assert summary["channels"] == ["ch_4e", "ch_2e2mu", "ch_4mu"]
+    assert summary["has_data"] and summary["is_toy"]
+    spec = json.loads((fit_dir / "workspace.json").read_text())
+    kinds = {}
+    for channel in spec["channels"]:
+        for sample in channel["samples"]:
+            for m in sample["modifiers"]:
+                kinds.setdefault(m["name"], set()).add(m["type"])
+                if m["name"] == "lumi":
+                    assert m["data"] == pytest.approx({"hi": 1.021, "lo": 0.979}, rel=1e-9)
+    assert kinds["lumi"] == {"normsys"} and kinds["mu"] == {"normfactor"}
+    assert "histosys" in kinds["lepton_scale"]  # the momentum scale moves events between bins
+    results = summary["results"]
+    assert (
+        results["all"]["expected"]["Z"]
+        <= results["stat"]["expected"]["Z"]
+        <= results["data_stat"]["expected"]["Z"]
+    )
+    assert results["all"]["expected"]["mu_hat"] == pytest.approx(1.0, abs=1e-2)
+    with uproot.open(fit_dir / "histograms.root") as f:
+        assert f["ch_4mu/data_obs"].member("fEntries") == f["ch_4mu/data_obs"].values(flow=True).sum()
+        assert "ch_4mu/higgs_lepton_scaleUp" in f
+
+
+def test_a_bin_with_signal_and_no_background_is_left_out_with_a_note(tmp_path):
+    h, fills = book(2), {}
+    fill(h, fills, "ggH", "sr", "nominal", [1.0, 6.0], [4.0, 0.5])
+    fill(h, fills, "llll", "sr", "nominal", [1.0], 2.0)
+    _, summary = write_fit(
+        write_run(tmp_path, h, fills, {k: v for k, v in DATASETS.items() if not v["is_data"]}), "m4l"
+    )
+    # the background-only hypothesis cannot describe the second bin's Asimov data: left out
+    assert summary["results"]["data_stat"]["expected"]["Z"] == pytest.approx(asimov_z(4.0, 2.0), abs=1e-3)
+    assert any(
+        "bins [1] have no background expectation (signal there: 0.5 events" in n for n in summary["notes"]
+    )
