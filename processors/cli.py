@@ -542,7 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hepsieve``; returns the exit status."""
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # other libraries (matplotlib, numba, distributed) speak only at WARNING unless --verbose
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    log.setLevel(level)
     try:
         globals()[f"cmd_{args.command}"](args)
     except HepsieveError as err:

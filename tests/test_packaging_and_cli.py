@@ -156,3 +156,12 @@ def test_cli_flat_csv_convert_and_working_points(tmp_path, capsys):
         == 2
     )
     assert "has no flat CSV form" in capsys.readouterr().err
+
+
+def test_cli_logs_hepsieve_at_info_and_other_libraries_at_warning(monkeypatch, capsys):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # let basicConfig configure afresh
+    assert main(["analyses"]) == 0
+    assert logging.getLogger("hepsieve.processors.plots").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("matplotlib.mathtext").isEnabledFor(logging.INFO)
