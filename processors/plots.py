@@ -344,8 +344,8 @@ def _draw_ratio(rax, plot: StackPlot, data, total: np.ndarray) -> None:
     r = plot.ratio
     rax.errorbar(r["x"], r["y"], yerr=[r["y"] - r["low"], r["high"] - r["y"]], fmt="ko", markersize=4)
     rax.axhline(1, color="black", lw=0.8)
-    top = max(2.0, float(np.nanmax(r["high"], initial=0)) * 1.05)
-    rax.set_ylim(0, top)
+    # 0-2 unless a point lies above (then up to 5: an outlier must not flatten the panel)
+    rax.set_ylim(0, min(max(2.0, 1.2 * float(np.max(r["y"], initial=0))), 5.0))
     rax.set_ylabel("Data / MC")
 
 
@@ -364,7 +364,7 @@ def _draw_stack(ax, pin: PlotInput, order: list[str], hep) -> None:
 
 def _varied_totals(pin: PlotInput) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Return per systematic the (Up, Down) total of the simulation (a process without it: nominal)."""
-    varied = {}
+    varied: dict[str, tuple[Any, Any]] = {}
     for syst in sorted({s for v in pin.varied.values() for s in v}):
         pairs = [pin.varied[p].get(syst, (pin.mc[p].values(),) * 2) for p in pin.mc]
         varied[syst] = (sum(u for u, _ in pairs), sum(d for _, d in pairs))
@@ -442,6 +442,7 @@ def _finish_axes(ax, pin: PlotInput, plot: StackPlot, total, analysis, is_toy, l
     plot.title = f"{analysis.style.title}, {channel_label(pin.category)}"
     ax.legend(handles[::-1], labels[::-1], title=plot.title, fontsize="small", loc="upper right")
     experiment_label(ax, analysis, is_toy, simulation=pin.data is None, lumi_fb=lumi_fb)
+    ax.set_xlim(plot.edges[0], plot.edges[-1])
     make_headroom(ax, plot.edges, tops)
     plot.ylim = ax.get_ylim()
 

@@ -307,7 +307,7 @@ def fit_inputs(
     inputs.fit = fit_channels(inputs)
     inputs.lumi_uncertainty = _fileset_lumi_uncertainty(record, inputs.systematics)
     for note in inputs.notes:
-        log.info("%s", note)
+        log.debug("%s", note)  # `hepsieve stats` prints them
     for neg in inputs.negative_bins:
         log.warning("negative content %(value).4g in bin %(bin)d of %(process)s in %(channel)s (kept)", neg)
     return inputs
