@@ -321,9 +321,8 @@ def _fileset_lumi_uncertainty(record: RunRecord, systematics: Sequence[str]) -> 
     if LUMI in systematics:
         return None
     values = {m.get("lumi_uncertainty") for m in record.datasets_meta.values() if not m.get("is_data")}
-    if len(values) != 1 or None in values:
-        return None
-    return float(values.pop())
+    value = values.pop() if len(values) == 1 else None
+    return None if value is None else float(value)
 
 
 def _check_fit_inputs(inputs: FitInputs, run_dir: str | Path) -> None:
@@ -334,7 +333,7 @@ def _check_fit_inputs(inputs: FitInputs, run_dir: str | Path) -> None:
     if not any(s.process.role == "signal" for c in inputs.channels for s in c.samples.values()):
         raise ConfigurationError(f"{where}: the signal is empty in every category: nothing to fit")
     for channel in inputs.channels:
-        total = sum(s.nominal.values for s in channel.samples.values())
+        total = np.sum([s.nominal.values for s in channel.samples.values()], axis=0)
         background, data = background_sum(channel), channel.data.values
         bad = np.flatnonzero((total < 0) | ((background <= 0) & (data > 0)))
         if len(bad):
