@@ -241,10 +241,7 @@ def load_scorers(
         card = ModelCard.read(path)
         if names and card.name not in names:
             continue
-        if card.analysis != analysis.name:
-            raise ModelCardError(
-                f"model card {path} is for analysis {card.analysis!r}, not {analysis.name!r}"
-            )
+        _check_card_analysis(card, analysis, path)
         scorer = OnnxScorer(card, threads=threads)
         scorer.check_features(analysis.feature_spec(scorer.feature_set))
         scorers.append(scorer)
@@ -253,6 +250,30 @@ def load_scorers(
             f"model(s) {sorted(set(names) - {s.name for s in scorers})} not found in {models_dir}"
         )
     return scorers
+
+
+def _check_card_analysis(card: ModelCard, analysis: Analysis, path: Path) -> None:
+    """Raise ModelCardError unless the card is for ``analysis`` or one it takes models from.
+
+    A card of an analysis named in ``scoring.models_from`` (the same features from another
+    input format) must also have the same feature units, feature by feature.
+    """
+    if card.analysis == analysis.name:
+        return
+    if card.analysis not in analysis.scoring.models_from:
+        accepted = ", ".join(repr(a) for a in (analysis.name, *analysis.scoring.models_from))
+        raise ModelCardError(
+            f"model card {path} is for analysis {card.analysis!r}, not {analysis.name!r} "
+            f"(this analysis applies models of {accepted})"
+        )
+    spec = analysis.feature_spec(card.feature_set)
+    units = dict(zip(spec.names, spec.units, strict=True))
+    differ = [f"{n} {u!r} vs {units.get(n)!r}" for n, u in card.features if units.get(n) != u]
+    if differ:
+        raise ModelCardError(
+            f"model card {path} ({card.analysis}): feature units differ: {'; '.join(differ)}"
+        )
+    log.info("model %s of %s applied to %s (scoring.models_from)", card.name, card.analysis, analysis.name)
 
 
 def _copy_folds(name: str, onnx_files: list[Path], out: Path) -> tuple[tuple[Fold, ...], list[Path]]:
@@ -319,8 +340,20 @@ def card_onnx_models(
 
 
 def default_models_dir(analysis: Analysis) -> Path:
-    """Return the directory of the models shipped with hepsieve for ``analysis``."""
-    return MODELS_DIR / analysis.name.replace("-", "_")
+    """Return the directory of the models shipped with hepsieve for ``analysis``.
+
+    Without shipped models of its own, an analysis that takes models from others
+    (``scoring.models_from``) gets the shipped models of the first of them that has any.
+    """
+    own = MODELS_DIR / analysis.name.replace("-", "_")
+    if any(own.glob("*.json")):
+        return own
+    for other in analysis.scoring.models_from:
+        shipped = MODELS_DIR / other.replace("-", "_")
+        if any(shipped.glob("*.json")):
+            log.info("%s has no shipped models: using those of %s (%s)", analysis.name, other, shipped)
+            return shipped
+    return own
 
 
 __all__ = ["OnnxScorer", "card_onnx_models", "default_models_dir", "load_scorers"]

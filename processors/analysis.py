@@ -10,7 +10,7 @@ An :class:`Analysis` is a frozen value grouped into small records (DESIGN.md sec
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +45,45 @@ def _check_branch_spec(where: str, spec: str) -> None:
 
 
 @dataclass(frozen=True)
+class FileSum:
+    """A per-file total that the preflight adds up over a dataset's files into its metadata.
+
+    ``key``: the metadata key that receives the dataset's total (e.g. ``genEventSumw``);
+    ``tree``: the tree summed over its entries; ``branches``: the branch, or alternative
+    names of it, the first one a file has being read (NanoAOD before v7 wrote
+    ``genEventSumw_``). ``mc_only``: data files are not asked for it.
+    """
+
+    key: str
+    tree: str
+    branches: tuple[str, ...]
+    mc_only: bool = True
+
+    def check(self, where: str) -> None:
+        """Raise ConfigurationError naming the field of the first inconsistency."""
+        if not self.key or not self.tree or not self.branches or not all(self.branches):
+            raise ConfigurationError(f"{where}: key, tree and branches must not be empty, got {self}")
+
+
+@dataclass(frozen=True)
 class Inputs:
     """What an analysis reads: the schema, the event id and the branches with their types.
 
     ``branches`` are required of every file, ``mc_branches`` of simulated files only (a data
     file never needs ``genWeight``), ``optional`` ones are read where a file has them.
     ``name`` tells input flavours of one analysis apart (a fileset chooses one by name).
+
+    Hooks the preflight calls (all optional):
+
+    * ``file_sums``: per-file totals (:class:`FileSum`, e.g. Σ genEventSumw of the NanoAOD
+      ``Runs`` tree), summed over each dataset's files into its metadata;
+    * ``dataset_branches(metadata)``: further branches (name -> type) that a dataset's
+      metadata asks for (e.g. the HLT paths of its trigger table), required like
+      ``branches``; it may reject the metadata with a ConfigurationError naming the key;
+    * ``metadata_files``: metadata keys whose values are files (e.g. a golden JSON): a
+      relative path is resolved against the data directory and must exist (URLs pass);
+    * ``describe(branch_names)``: what a file looks like (e.g. its NanoAOD version), said in
+      the preflight log, the dataset's metadata and a missing-branch error.
     """
 
     branches: Mapping[str, str]
@@ -59,6 +92,10 @@ class Inputs:
     mc_branches: Mapping[str, str] = field(default_factory=dict)
     optional: Mapping[str, str] = field(default_factory=dict)
     name: str = "default"
+    file_sums: tuple[FileSum, ...] = ()
+    dataset_branches: Callable[[Mapping], Mapping[str, str]] | None = None
+    metadata_files: tuple[str, ...] = ()
+    describe: Callable[[Collection[str]], str] | None = None
 
     def check(self, where: str) -> None:
         """Raise ConfigurationError naming the field of the first inconsistency."""
@@ -69,10 +106,32 @@ class Inputs:
         for group in ("branches", "mc_branches", "optional"):
             for name, spec in getattr(self, group).items():
                 _check_branch_spec(f"{where}.{group}[{name!r}]", spec)
+        self._check_hooks(where)
 
-    def required(self, is_data: bool) -> dict[str, str]:
-        """Return the branches (name -> type) a data or simulated file must have."""
-        return dict(self.branches) if is_data else {**self.branches, **self.mc_branches}
+    def _check_hooks(self, where: str) -> None:
+        for i, total in enumerate(self.file_sums):
+            total.check(f"{where}.file_sums[{i}]")
+        keys = [t.key for t in self.file_sums]
+        if len(set(keys)) != len(keys):
+            raise ConfigurationError(f"{where}.file_sums: metadata keys repeat: {keys}")
+        if not all(self.metadata_files):
+            raise ConfigurationError(f"{where}.metadata_files: must be non-empty key names")
+        for hook in ("dataset_branches", "describe"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise ConfigurationError(f"{where}.{hook}: must be callable or None")
+
+    def required(self, is_data: bool, metadata: Mapping | None = None) -> dict[str, str]:
+        """Return the branches (name -> type) a data or simulated file must have.
+
+        With a dataset's ``metadata``, the branches ``dataset_branches`` asks for are added.
+        """
+        out = dict(self.branches) if is_data else {**self.branches, **self.mc_branches}
+        if metadata is not None and self.dataset_branches is not None:
+            extra = dict(self.dataset_branches(metadata))
+            for name, spec in extra.items():
+                _check_branch_spec(f"dataset_branches[{name!r}]", spec)
+            out.update(extra)
+        return out
 
 
 @dataclass(frozen=True)
@@ -243,6 +302,10 @@ class Scoring:
     ``reference_categories``: cut-and-count categories (e.g. a published cut-based
     selection) whose significance ``hepsieve evaluate`` reports beside the classifiers';
     their ``categories.assign`` must be computable from the exported feature columns.
+
+    ``models_from``: other analyses whose model cards this one applies unchanged, because it
+    computes the same features (names, units and definitions) from another input format;
+    a card of any other analysis is refused.
     """
 
     categories: tuple[str, ...]
@@ -251,6 +314,7 @@ class Scoring:
     score_bins: int = 50
     working_point: str = "fixed"
     reference_categories: tuple[str, ...] = ()
+    models_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -434,3 +498,5 @@ def _check_analysis(a: Analysis) -> None:
         _fail(a, "scoring.working_point", f"{a.scoring.working_point!r} is not one of {WORKING_POINTS}")
     if a.scoring.score_bins < 2:
         _fail(a, "scoring.score_bins", "must be at least 2")
+    if a.name in a.scoring.models_from or not all(a.scoring.models_from):
+        _fail(a, "scoring.models_from", f"must name other analyses, got {a.scoring.models_from}")

@@ -24,6 +24,7 @@ from coffea.processor import accumulate
 from hepsieve.datasets.filesets import load_fileset_spec, resolve_fileset
 from hepsieve.models.scorer import default_models_dir, load_scorers
 from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.clusters import ClusterOptions
 from hepsieve.processors.errors import ConfigurationError
 from hepsieve.processors.processor import AnalysisProcessor
 from hepsieve.processors.provenance import peak_rss_mb, versions
@@ -60,19 +61,58 @@ def _floor_run(
     proc = AnalysisProcessor(analysis, scorers)
     start, out, n = time.time(), None, 0
     for dataset, path, tree, meta in items:
-        branches = list(analysis.input_flavour(meta.get("inputs")).required(bool(meta.get("is_data"))))
-        for events in uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak"):
-            chunk_meta = {
-                "dataset": dataset,
-                "filename": path,
-                "entrystart": n,
-                "entrystop": n,
-                "fileuuid": "",
-                **meta,
-            }
+        inputs = analysis.input_flavour(meta.get("inputs"))
+        chunk_meta = {"dataset": dataset, "filename": path, "fileuuid": "", **meta}
+        for events in _chunks(inputs.schema, path, tree, _branches_read(inputs, path, tree, meta), chunksize):
+            chunk_meta |= {"entrystart": n, "entrystop": n + len(events)}
+            if inputs.schema == "nanoaod":
+                events.metadata.update(chunk_meta)  # NanoAOD analyses read it from the events
             out = accumulate([proc.process_chunk(events, chunk_meta)], out)
             n += len(events)
     return {"events": n, "start": start, "stop": time.time(), "max_rss_mb": peak_rss_mb()}
+
+
+def _branches_read(inputs, path: str, tree: str, meta: dict) -> list[str]:
+    """Return the branches a run reads of one file: required, and the optional ones it has."""
+    with uproot.open(f"{path}:{tree}") as ttree:
+        present = set(ttree.keys())
+    required = list(inputs.required(bool(meta.get("is_data")), meta))
+    return required + [b for b in inputs.optional if b in present and b not in required]
+
+
+def _chunks(schema: str, path: str, tree: str, branches: list[str], chunksize: int):
+    """Yield a file's chunks: awkward arrays of ``branches``, or NanoEvents (lazy) for NanoAOD."""
+    if schema != "nanoaod":
+        yield from uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak")
+        return
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    with uproot.open(f"{path}:{tree}") as ttree:
+        n = ttree.num_entries
+    for lo in range(0, n, chunksize):
+        factory = NanoEventsFactory.from_root(
+            {path: tree},
+            entry_start=lo,
+            entry_stop=min(n, lo + chunksize),
+            schemaclass=NanoAODSchema,
+            metadata={},
+            preload=branches,
+        )
+        yield factory.events()
+
+
+def io_floor(analysis_name: str, data_dir: Path, chunksize: int) -> dict:
+    """Time a bare ``uproot.iterate`` read of the branches the analysis reads (1 process)."""
+    items = _floor_items(analysis_name, data_dir)
+    analysis = get_analysis(analysis_name)
+    start, n, n_branches = time.time(), 0, 0
+    for _, path, tree, meta in items:
+        branches = _branches_read(analysis.input_flavour(meta.get("inputs")), path, tree, meta)
+        n_branches = max(n_branches, len(branches))
+        for arrays in uproot.iterate(f"{path}:{tree}", branches, step_size=chunksize, library="ak"):
+            n += len(arrays)
+    wall = time.time() - start
+    return {"events": n, "wall_s": wall, "startup_s": 0.0, "events_per_s": n / wall, "branches": n_branches}
 
 
 def floor_loop(
@@ -157,7 +197,8 @@ def _scaling(rows: dict[str, dict], workers: int) -> dict[str, str]:
     """Return, per parallel executor, its scaling against the floor and over workers.
 
     Per parallel executor: throughput with ``workers`` workers over the N-process floor,
-    and the speed-up from 1 to ``workers`` workers.
+    and the speed-up from 1 to ``workers`` workers; for batch-system workers (``--cluster``),
+    their throughput over the floor and over the local dask cluster's.
     """
     floor_n = rows.get(f"floor: same loop, {workers} processes")
     out = {}
@@ -169,7 +210,28 @@ def _scaling(rows: dict[str, dict], workers: int) -> dict[str, str]:
                 f"{many['events_per_s'] / floor_n['events_per_s']:.2f}; speed-up 1 -> "
                 f"{workers} workers = {many['events_per_s'] / one['events_per_s']:.2f}x"
             )
+    local = rows.get(f"hepsieve dask, {workers} worker(s)")
+    for name, row in rows.items():
+        if name.startswith("hepsieve dask on ") and floor_n and local:
+            kind = name.removeprefix("hepsieve dask on ").split()[0]
+            out[kind] = (
+                f"{kind} jobs: {workers} workers / {workers}-process floor = "
+                f"{row['events_per_s'] / floor_n['events_per_s']:.2f}; / local dask, {workers} workers = "
+                f"{row['events_per_s'] / local['events_per_s']:.2f}"
+            )
     return out
+
+
+def _run_row(config: RunConfig) -> dict:
+    """Run ``config``; return its bench row (events, wall and start-up time, events/s, peak RSS)."""
+    prov = run(config).provenance
+    return {
+        "events": prov["events"],
+        "wall_s": prov["wall_s"],
+        "startup_s": prov["executor_start_s"],
+        "events_per_s": prov["events_per_s"],
+        "worker_max_rss_mb": prov.get("worker_max_rss_mb"),
+    }
 
 
 def _one_round(
@@ -181,8 +243,9 @@ def _one_round(
     chunksize: int,
     models_dir: Path | None,
     model_names: list[str] | None,
+    cluster: ClusterOptions | None = None,
 ) -> dict[str, dict]:
-    """Time the floors and each executor (1 and ``workers`` workers) once, in this order."""
+    """Time the floors, each executor (1 and ``workers`` workers) and the ``cluster``, in this order."""
     rows: dict[str, dict] = {
         "floor: uproot.iterate + onnxruntime + hist, 1 process": floor_loop(
             analysis_name, data_dir, models_dir, chunksize, model_names
@@ -192,27 +255,24 @@ def _one_round(
         rows[f"floor: same loop, {workers} processes"] = floor_loop(
             analysis_name, data_dir, models_dir, chunksize, model_names, processes=workers
         )
-    for executor in executors:
-        for n in [1] if executor == "iterative" else sorted({1, workers}):
-            config = RunConfig(
-                analysis_name,
-                data_dir,
-                out_dir / f"{executor}_{n}",
-                models_dir=models_dir,
-                models=model_names,
-                executor=executor,
-                workers=n,
-                chunksize=chunksize,
-                progress=False,
-            )
-            prov = run(config).provenance
-            rows[f"hepsieve {executor}, {n} worker(s)"] = {
-                "events": prov["events"],
-                "wall_s": prov["wall_s"],
-                "startup_s": prov["executor_start_s"],
-                "events_per_s": prov["events_per_s"],
-                "worker_max_rss_mb": prov.get("worker_max_rss_mb"),
-            }
+    io = io_floor(analysis_name, data_dir, chunksize)
+    rows[f"I/O floor: uproot.iterate of the {io.pop('branches')} branches read, 1 process"] = io
+    runs = [(e, n, None) for e in executors for n in ([1] if e == "iterative" else sorted({1, workers}))]
+    for executor, n, batch in runs + ([("dask", workers, cluster)] if cluster else []):
+        config = RunConfig(
+            analysis_name,
+            data_dir,
+            out_dir / f"{batch.kind if batch else executor}_{n}",
+            models_dir=models_dir,
+            models=model_names,
+            executor=executor,
+            workers=n,
+            chunksize=chunksize,
+            cluster=batch,
+            progress=False,
+        )
+        where = f"dask on {batch.kind} jobs" if batch else executor
+        rows[f"hepsieve {where}, {n} worker(s)"] = _run_row(config)
     return rows
 
 
@@ -278,24 +338,20 @@ def bench(
     models_dir: Path | None = None,
     model_names: list[str] | None = None,
     repeat: int = 1,
+    cluster: ClusterOptions | None = None,
 ) -> dict:
     """Time the floors, each executor (1 and ``workers`` workers) and the text baseline.
 
     With ``repeat`` > 1 the whole sequence runs that many times, so that every configuration
     sees the machine's slow and fast moments alike; each row is the run with the median
-    events/s, and ``events_per_s_runs`` lists them all.
+    events/s, and ``events_per_s_runs`` lists them all. ``cluster``: also the dask executor
+    with ``workers`` workers in jobs of that batch system (``--cluster``).
     """
     if repeat < 1:
         raise ConfigurationError(f"--repeat {repeat}: must be at least 1")
     out_dir = Path(out_dir)
-    rows = _median_rows(
-        [
-            _one_round(
-                analysis_name, data_dir, out_dir, executors, workers, chunksize, models_dir, model_names
-            )
-            for _ in range(repeat)
-        ]
-    )
+    args = (analysis_name, data_dir, out_dir, executors, workers, chunksize, models_dir, model_names)
+    rows = _median_rows([_one_round(*args, cluster) for _ in range(repeat)])
     floor_events = next(iter(rows.values()))["events"]
     text = text_baseline(analysis_name, data_dir, models_dir, model_names, floor_events)
     if text:

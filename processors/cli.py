@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from hepsieve.processors.clusters import CLUSTERS, ClusterOptions
 from hepsieve.processors.errors import ConfigurationError, HepsieveError
 from hepsieve.processors.executors import EXECUTORS
 from hepsieve.training.kinds import ACTIVATIONS, MODEL_KINDS, NEGATIVE_WEIGHT_POLICIES
@@ -51,6 +52,72 @@ def _execution_options(p: argparse.ArgumentParser) -> None:
         "--maxchunks",
         type=int,
         help="process at most this many chunks per dataset (testing; the entry check is then skipped)",
+    )
+    g.add_argument(
+        "--preflight-on-workers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check the input files on the workers, not here (default: with dask workers, when the "
+        "fileset has remote URLs): no shared file system needed",
+    )
+    g.add_argument(
+        "--remote-timeout", type=float, default=30.0, help="seconds per read of a URL (default 30)"
+    )
+    g.add_argument(
+        "--remote-retries",
+        type=int,
+        default=2,
+        help="retries of a URL read after a transient failure (default 2)",
+    )
+    _cluster_options(p)
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("batch system (dask-jobqueue; --workers = worker processes in all)")
+    g.add_argument("--cluster", choices=CLUSTERS, help="run the dask workers as jobs of this batch system")
+    g.add_argument("--cores", type=int, default=1, help="cores per job: one single-threaded worker each (1)")
+    g.add_argument("--memory", help="memory per job, e.g. 4GB (default 2GB per core)")
+    g.add_argument("--walltime", help="job time limit, e.g. 01:00:00")
+    g.add_argument("--queue", help="queue / partition")
+    g.add_argument("--account", help="account / project to charge")
+    g.add_argument(
+        "--job-directive",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="extra job directive without its prefix (repeatable), e.g. --job-directive='--qos=short'",
+    )
+    g.add_argument("--cluster-config", type=Path, metavar="YAML", help="profile of dask-jobqueue options")
+    g.add_argument(
+        "--adapt", type=int, nargs=2, metavar=("MIN", "MAX"), help="adaptive scaling between MIN and MAX"
+    )
+    g.add_argument(
+        "--job-timeout", type=float, default=300.0, help="seconds to wait for the first jobs to start (300)"
+    )
+    g.add_argument(
+        "--job-log-dir",
+        type=Path,
+        default=Path("hepsieve-jobs"),
+        help="job script and job logs (hepsieve-jobs)",
+    )
+
+
+def cluster_options(args) -> ClusterOptions | None:
+    """Return the batch-system options of the command line (None without --cluster)."""
+    if not getattr(args, "cluster", None):
+        return None
+    return ClusterOptions(
+        args.cluster,
+        cores=args.cores,
+        memory=args.memory,
+        walltime=args.walltime,
+        queue=args.queue,
+        account=args.account,
+        job_directives=tuple(args.job_directive),
+        profile=str(args.cluster_config) if args.cluster_config else None,
+        adapt=tuple(args.adapt) if args.adapt else None,
+        job_timeout_s=args.job_timeout,
+        log_dir=str(args.job_log_dir),
     )
 
 
@@ -112,7 +179,9 @@ def _parse_run(sub) -> None:
     p = sub.add_parser("run", help="run the processor: histograms (with ONNX scores) or features")
     p.add_argument("analysis", help=ANALYSIS_HELP)
     p.add_argument(
-        "--data-dir", type=Path, required=True, help="directory holding the fileset's files (real or toy)"
+        "--data-dir",
+        type=Path,
+        help="directory of the fileset's files named without a path (not needed for absolute paths, URLs)",
     )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
@@ -244,6 +313,24 @@ def _parse_bench(sub) -> None:
         help="run the whole sequence N times and report the median of each row",
     )
     p.add_argument("--out", type=Path, default=Path("bench"))
+    _cluster_options(p)
+
+
+def _parse_fileset(sub) -> None:
+    p = sub.add_parser(
+        "fileset", help="write a coffea fileset (files or URLs + the analysis' dataset metadata)"
+    )
+    p.add_argument("analysis", help=ANALYSIS_HELP)
+    p.add_argument(
+        "sources",
+        nargs="+",
+        help="directories, files, URLs (root://, https://, s3://, file://) or .txt lists of them",
+    )
+    p.add_argument("--out", type=Path, required=True, help="fileset JSON to write")
+    p.add_argument(
+        "--fileset", help="dataset names and metadata from this fileset (default: the analysis' own)"
+    )
+    p.add_argument("--datasets", nargs="+", help="only these datasets")
 
 
 def _parse_analyses(sub) -> None:
@@ -278,6 +365,7 @@ PARSERS = (
     _parse_stats,
     _parse_demo,
     _parse_bench,
+    _parse_fileset,
     _parse_analyses,
     _parse_card,
 )
@@ -363,6 +451,10 @@ def _run_config(args):
         checkpoint=args.checkpoint,
         score_cut=working_points(args.working_points) if args.working_points else args.score_cut,
         progress=not args.quiet,
+        cluster=cluster_options(args),
+        preflight_on_workers=args.preflight_on_workers,
+        remote_timeout_s=args.remote_timeout,
+        remote_retries=args.remote_retries,
     )
 
 
@@ -508,7 +600,27 @@ def cmd_bench(args) -> None:
         args.models,
         args.model_names,
         repeat=args.repeat,
+        cluster=cluster_options(args),
     )
+
+
+def cmd_fileset(args) -> None:
+    """Write a coffea fileset of files or URLs with the analysis' dataset metadata."""
+    from hepsieve.datasets.filesets import build_fileset, list_sources, load_fileset_spec, write_fileset
+    from hepsieve.processors.analyses import get_analysis
+
+    spec = load_fileset_spec(args.fileset or get_analysis(args.analysis).name)
+    fileset, unmatched = build_fileset(spec, list_sources(args.sources), args.datasets)
+    for location in unmatched:
+        log.warning("%s: its name matches no dataset of the fileset: left out", location)
+    if not fileset:
+        raise ConfigurationError(f"no file of {' '.join(args.sources)} matches a dataset of the fileset")
+    for name in sorted(set(args.datasets or spec["datasets"]) - set(fileset)):
+        log.warning("dataset %s: no file found", name)
+    path = write_fileset(fileset, args.out)
+    for name, entry in fileset.items():
+        print(f"{name:<28s} {len(entry['files']):>5d} file(s)")
+    print(f"fileset: {path} (hepsieve run {args.analysis} --fileset {path} ...)")
 
 
 def cmd_analyses(args) -> None:

@@ -1,4 +1,4 @@
-"""Executors: iterative, futures (a spawned, warmed pool) and dask (local cluster or --scheduler)."""
+"""Executors: iterative, futures (a spawned, warmed pool), dask (local cluster, --scheduler, --cluster)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import coffea.processor.executor as coffea_executor_module
 from coffea import processor
 from coffea.util import coffea_console
 
+from hepsieve.processors.clusters import ClusterOptions, jobqueue_client
 from hepsieve.processors.errors import (
     ChunkError,
     ChunkReadError,
@@ -235,8 +236,17 @@ def _connect(client_class, scheduler: str):
 
 
 @contextlib.contextmanager
-def _dask_executor(workers: int, scheduler: str | None, progress: bool) -> Iterator:
+def _dask_executor(
+    workers: int, scheduler: str | None, progress: bool, cluster: ClusterOptions | None = None
+) -> Iterator:
     Client, LocalCluster = _dask_imports()
+    if cluster is not None:
+        if scheduler:
+            raise ConfigurationError("--cluster and --scheduler: give one of them")
+        with jobqueue_client(cluster, workers, LOCAL_DASK_CONFIG, WORKER_MODULES) as client:
+            _import_on_workers(client)
+            yield processor.DaskExecutor(client=client, status=progress, retries=3)
+        return
     if scheduler:
         with _connect(Client, scheduler) as client:
             _import_on_workers(client)
@@ -256,15 +266,22 @@ def _dask_executor(workers: int, scheduler: str | None, progress: bool) -> Itera
 
 
 @contextlib.contextmanager
-def make_executor(name: str, workers: int, scheduler: str | None, progress: bool) -> Iterator:
-    """Yield the coffea executor for ``name`` (closing any local dask cluster afterwards)."""
+def make_executor(
+    name: str, workers: int, scheduler: str | None, progress: bool, *, cluster: ClusterOptions | None = None
+) -> Iterator:
+    """Yield the coffea executor for ``name`` (closing any local or batch dask cluster afterwards).
+
+    ``cluster``: dask workers in batch jobs (``--cluster``, dask-jobqueue; ``name`` must be dask).
+    """
+    if cluster is not None and name != "dask":
+        raise ConfigurationError(f"--cluster {cluster.kind} runs dask workers: use it with --executor dask")
     if name == "iterative":
         yield processor.IterativeExecutor(status=progress)
     elif name == "futures":
         with _process_pool(workers) as pool:
             yield processor.FuturesExecutor(pool=pool, workers=workers, status=progress)
     elif name == "dask":
-        with _dask_executor(workers, scheduler, progress) as executor:
+        with _dask_executor(workers, scheduler, progress, cluster) as executor:
             yield executor
     else:
         raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
@@ -308,6 +325,20 @@ def quiet_tracebacks(quiet: bool) -> Iterator[None]:
         yield
     finally:
         coffea_executor_module.traceback = original
+
+
+def worker_map(executor) -> Callable[[Callable, list], list]:
+    """Return ``map(fn, items) -> list`` running on the executor's workers (in order).
+
+    dask: tasks on the cluster's workers; futures: the pool's processes; iterative: here.
+    """
+    client = getattr(executor, "client", None)
+    if client is not None:
+        return lambda fn, items: client.gather(client.map(fn, items, pure=False)) if items else []
+    pool = getattr(executor, "pool", None)
+    if isinstance(pool, Executor):
+        return lambda fn, items: [f.result() for f in [pool.submit(fn, item) for item in items]]
+    return lambda fn, items: [fn(item) for item in items]
 
 
 def worker_peak_rss_mb(executor) -> list[float] | None:

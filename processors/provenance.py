@@ -71,7 +71,7 @@ class RunRecord:
     mode: str
     config: dict[str, Any]
     is_toy: bool
-    data_dir: str
+    data_dir: str | None  # None: a fileset of absolute paths or URLs, no --data-dir
     fileset: dict[str, list[str]]  # dataset -> files
     datasets_meta: dict[str, dict[str, Any]]
     fileset_sha256: str

@@ -19,19 +19,23 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from coffea.nanoevents import BaseSchema
-from coffea.processor.executor import FileMeta
+from coffea.nanoevents import BaseSchema, NanoAODSchema
+from coffea.processor.executor import _PROTECTED_NAMES as PROTECTED_METADATA
+from coffea.processor.executor import FileMeta, WorkItem
 
 from hepsieve.datasets.filesets import ResolvedFileset, load_fileset_spec, resolve_fileset
+from hepsieve.datasets.remote import RemotePolicy, is_remote
 from hepsieve.models.scorer import OnnxScorer, default_models_dir, load_scorers
 from hepsieve.processors.analyses import get_analysis, ship_by_value
 from hepsieve.processors.analysis import Analysis, Inputs
 from hepsieve.processors.checkpoints import IdentityCheckpointer, run_identity
+from hepsieve.processors.clusters import ClusterOptions
 from hepsieve.processors.cutflow import cutflow_table
 from hepsieve.processors.errors import ChunkReadError, ConfigurationError, CutflowMismatchError, HepsieveError
 from hepsieve.processors.executors import (
@@ -41,6 +45,7 @@ from hepsieve.processors.executors import (
     make_executor,
     quiet_console,
     quiet_tracebacks,
+    worker_map,
     worker_peak_rss_mb,
 )
 from hepsieve.processors.metrics import auc_from_histograms
@@ -49,7 +54,8 @@ from hepsieve.processors.processor import MODES, AnalysisProcessor
 from hepsieve.processors.provenance import RunRecord
 
 log = logging.getLogger(__name__)
-SCHEMA_CLASSES = {"base": BaseSchema}
+#: Inputs.schema -> coffea schema (NanoAODSchema: Muon/Electron/Jet behaviours)
+SCHEMA_CLASSES = {"base": BaseSchema, "nanoaod": NanoAODSchema}
 
 
 def _default_workers() -> int:
@@ -65,7 +71,7 @@ class RunConfig:
     """
 
     analysis: str | Analysis
-    data_dir: str | Path
+    data_dir: str | Path | None  # None: the fileset holds absolute paths or URLs only
     out_dir: str | Path | None = None
     mode: str = "histograms"  # or "features"
     models_dir: str | Path | None = None  # None: shipped models (histograms mode)
@@ -82,6 +88,10 @@ class RunConfig:
     score_cut: float | dict[str, float] | None = None  # one cut, or {model: cut}
     variations: list[str] | None = None  # None: all the analysis declares; [] none
     progress: bool = True
+    cluster: ClusterOptions | None = None  # dask workers in batch jobs (dask-jobqueue)
+    preflight_on_workers: bool | None = None  # None: on the dask workers when the fileset has URLs
+    remote_timeout_s: float = 30.0  # per read of a URL (preflight and chunks)
+    remote_retries: int = 2  # retries of a URL read after a transient failure
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "out_dir", "models_dir", "checkpoint"):
@@ -94,6 +104,8 @@ class RunConfig:
             raise ConfigurationError(f"--executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}")
         if self.chunksize < 1 or self.workers < 1:
             raise ConfigurationError("--chunksize and --workers must be positive")
+        if self.cluster is not None and self.executor != "dask":
+            raise ConfigurationError(f"--cluster {self.cluster.kind} runs dask workers: use --executor dask")
         if self.mode == "features" and self.out_dir is None:
             raise ConfigurationError("--mode features writes Parquet files: give an output directory")
 
@@ -114,7 +126,13 @@ class RunResult:
 
 
 def _fileset_hash(resolved: ResolvedFileset) -> str:
-    desc = {ds: {f: Path(f).stat().st_size for f in spec["files"]} for ds, spec in resolved.fileset.items()}
+    # sizes from the preflight (a URL has no local stat); a preprocessed file's: its uuid
+    desc = {
+        ds: {
+            f: resolved.file_meta[f]["filesize"] or resolved.file_meta[f]["uuid"].hex() for f in spec["files"]
+        }
+        for ds, spec in resolved.fileset.items()
+    }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
 
@@ -206,6 +224,40 @@ def _checkpointer(
     return checkpointer
 
 
+@contextlib.contextmanager
+def _started_executor(config: RunConfig) -> Iterator[tuple[Any, float]]:
+    """Yield the run's coffea executor and its start-up time [s] (cluster start, jobs starting)."""
+    start = time.perf_counter()
+    with make_executor(
+        config.executor, config.workers, config.scheduler, config.progress, cluster=config.cluster
+    ) as executor:
+        yield executor, time.perf_counter() - start
+
+
+def work_items(resolved: ResolvedFileset, tree: str, chunksize: int, maxchunks: int | None) -> list[WorkItem]:
+    """Return the chunks of every file: coffea ``preprocess``'s steps where given, else coffea's own.
+
+    Files without steps are cut exactly as coffea's Runner cuts them (``FileMeta.chunks``).
+    """
+    cache, items = metadata_cache(resolved, tree), []
+    for dataset, entry in resolved.fileset.items():
+        chunks: list[WorkItem] = []
+        preload = frozenset(entry["preload"]) if "preload" in entry else None
+        for path in entry["files"]:
+            meta = cache[FileMeta(dataset, path, tree)]
+            if path not in resolved.steps:
+                chunks += FileMeta(dataset, path, tree, meta, preload).chunks(chunksize, False)
+                continue
+            user = {k: v for k, v in meta.items() if k not in PROTECTED_METADATA}
+            chunks += [
+                WorkItem(dataset, path, tree, start, stop, meta["uuid"], user, preload)
+                for start, stop in resolved.steps[path]
+                if stop > start
+            ]
+        items += chunks[:maxchunks] if maxchunks is not None else chunks
+    return items
+
+
 def _execute(
     config: RunConfig,
     analysis: Analysis,
@@ -213,37 +265,44 @@ def _execute(
     resolved: ResolvedFileset,
     proc: AnalysisProcessor,
     checkpointer: IdentityCheckpointer | None,
+    started: tuple[Any, float],
 ) -> tuple[dict, tuple]:
     """Run coffea's Runner; return (output, (start-up s, processing wall s, worker peak RSS))."""
     schema = SCHEMA_CLASSES[analysis.input_flavour(spec.get("inputs")).schema]
+    ex, startup = started
     start = time.perf_counter()
-    with make_executor(config.executor, config.workers, config.scheduler, config.progress) as ex:
-        startup = time.perf_counter() - start  # local cluster start, not event processing
-        runner = HepsieveRunner(
-            executor=ex,
-            schema=schema,
-            chunksize=config.chunksize,
-            maxchunks=config.maxchunks,
-            checkpointer=checkpointer,
-            format=spec.get("format", "root"),
-            metadata_cache=metadata_cache(resolved, spec["tree"]),
-            skipbadfiles=(ChunkReadError,) if config.skip_bad_files else False,
-        )
-        # uproot's default array cache (100 MB per file) copies every column it reads; coffea
-        # reads each column of a chunk once, so the copies bought nothing (measured: ~0.1 us
-        # of ~1 us per UCI HIGGS event)
-        uproot_options = {"array_cache": None} if runner.format == "root" else {}
-        quiet = not log.isEnabledFor(logging.DEBUG)
-        try:
-            with quiet_console(not config.progress), quiet_tracebacks(quiet):
-                output = runner(resolved.fileset, proc, treename=spec["tree"], uproot_options=uproot_options)
-        except Exception as err:
-            ours = hepsieve_cause(err)
-            if ours is not None:
-                raise ours from err
-            raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
-        elapsed = time.perf_counter() - start - startup
-        return output, (startup, elapsed, worker_peak_rss_mb(ex))
+    runner = HepsieveRunner(
+        executor=ex,
+        schema=schema,
+        chunksize=config.chunksize,
+        maxchunks=config.maxchunks,
+        checkpointer=checkpointer,
+        format=spec.get("format", "root"),
+        metadata_cache=metadata_cache(resolved, spec["tree"]),
+        skipbadfiles=(ChunkReadError,) if config.skip_bad_files else False,
+    )
+    # uproot's default array cache (100 MB per file) copies every column it reads; coffea
+    # reads each column of a chunk once, so the copies bought nothing (measured: ~0.1 us
+    # of ~1 us per UCI HIGGS event); ``timeout`` bounds each read of a URL
+    uproot_options = (
+        {"array_cache": None, "timeout": config.remote_timeout_s} if runner.format == "root" else {}
+    )
+    chunks = (
+        work_items(resolved, spec["tree"], config.chunksize, config.maxchunks)
+        if resolved.steps
+        else resolved.fileset
+    )
+    quiet = not log.isEnabledFor(logging.DEBUG)
+    try:
+        with quiet_console(not config.progress), quiet_tracebacks(quiet):
+            output = runner(chunks, proc, treename=spec["tree"], uproot_options=uproot_options)
+    except Exception as err:
+        ours = hepsieve_cause(err)
+        if ours is not None:
+            raise ours from err
+        raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
+    elapsed = time.perf_counter() - start
+    return output, (startup, elapsed, worker_peak_rss_mb(ex))
 
 
 def _record(
@@ -267,7 +326,7 @@ def _record(
         command=" ".join(sys.argv), analysis=analysis.name, analysis_ref=ref, mode=config.mode,
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k != "analysis"}
         | {"analysis": ref},
-        is_toy=resolved.is_toy, data_dir=str(Path(config.data_dir).resolve()),
+        is_toy=resolved.is_toy, data_dir=str(Path(config.data_dir).resolve()) if config.data_dir else None,
         fileset={ds: list(v["files"]) for ds, v in resolved.fileset.items()},
         datasets_meta={ds: v["metadata"] for ds, v in resolved.fileset.items()},
         fileset_sha256=_fileset_hash(resolved),
@@ -312,6 +371,33 @@ def _prepare(config: RunConfig) -> tuple[Analysis, dict, Inputs]:
     return analysis, spec, analysis.input_flavour(spec.get("inputs"))
 
 
+def preflight_on_workers(config: RunConfig, spec: dict) -> bool:
+    """Return whether the input files are checked by the executor's workers, not by this process.
+
+    Asked for with ``preflight_on_workers``; by default, with dask workers (local cluster,
+    ``--scheduler``, ``--cluster``) when the fileset reads files over the network, so that this
+    process needs to see neither the files nor a shared file system.
+    """
+    if config.preflight_on_workers is not None:
+        return config.preflight_on_workers
+    files = (f for entry in spec["datasets"].values() for f in entry["files"])
+    return config.executor == "dask" and any(is_remote(f) for f in files)
+
+
+def _preflight(config: RunConfig, spec: dict, flavour: Inputs, executor: Any | None) -> ResolvedFileset:
+    """Check the input files: here in threads, or on the executor's workers when given."""
+    return resolve_fileset(
+        spec,
+        config.data_dir,
+        flavour,
+        datasets=config.datasets,
+        skip_bad_files=config.skip_bad_files,
+        content_ids=config.checkpoint is not None,
+        policy=RemotePolicy(config.remote_timeout_s, config.remote_retries),
+        check_map=worker_map(executor) if executor is not None else None,
+    )
+
+
 def run(config: RunConfig) -> RunResult:
     """Run ``config.analysis``; return the results and write them to ``out_dir`` if given.
 
@@ -319,15 +405,14 @@ def run(config: RunConfig) -> RunResult:
     when complete; a failed run leaves ``out_dir`` as it was.
     """
     analysis, spec, flavour = _prepare(config)
-    with output_dir(config.out_dir) if config.out_dir is not None else contextlib.nullcontext() as target:
-        resolved = resolve_fileset(
-            spec,
-            config.data_dir,
-            flavour,
-            datasets=config.datasets,
-            skip_bad_files=config.skip_bad_files,
-            content_ids=config.checkpoint is not None,
-        )
+    on_workers = preflight_on_workers(config, spec)
+    with (
+        output_dir(config.out_dir) if config.out_dir is not None else contextlib.nullcontext() as target,
+        contextlib.ExitStack() as stack,
+    ):
+        # the workers check the files when this process may not see them: start them first
+        started = stack.enter_context(_started_executor(config)) if on_workers else None
+        resolved = _preflight(config, spec, flavour, started[0] if started else None)
         proc = AnalysisProcessor(
             analysis,
             _scorers(config, analysis),
@@ -344,11 +429,13 @@ def run(config: RunConfig) -> RunResult:
             analysis.name,
             len(resolved.fileset),
             resolved.total_entries,
-            config.executor,
+            config.executor if config.cluster is None else f"dask on {config.cluster.kind} jobs",
             config.workers,
             config.chunksize,
         )
-        output, timing = _execute(config, analysis, spec, resolved, proc, checkpointer)
+        if started is None:
+            started = stack.enter_context(_started_executor(config))
+        output, timing = _execute(config, analysis, spec, resolved, proc, checkpointer, started)
         result = _finish(config, analysis, spec, resolved, proc, output, timing, target)
     if target is not None:
         result.files = [target.out / f.name for f in result.files]

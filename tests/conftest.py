@@ -123,6 +123,52 @@ def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
     return out
 
 
+def _helper(name: str):
+    """Load the test helper module ``tests/<name>.py`` (tests never import each other)."""
+    import importlib.util
+
+    path = Path(__file__).parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hepsieve_test_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A single-node Slurm on 127.0.0.1 for the session; skipped, saying why, where it cannot start.
+
+    Under ``.ci/run`` it is the one ``.ci/slurm`` started (``HEPSIEVE_TEST_SLURM_DIR``): that one
+    must be up (an error, not a skip); otherwise the fixture starts its own and stops it after.
+    """
+    import os
+
+    slurm_module = _helper("slurm")
+    ci_dir = os.environ.get("HEPSIEVE_TEST_SLURM_DIR")
+    cluster = slurm_module.SingleNodeSlurm(Path(ci_dir) if ci_dir else tmp_path_factory.mktemp("slurm"))
+    if ci_dir and not cluster.idle():
+        pytest.fail(f"HEPSIEVE_TEST_SLURM_DIR={ci_dir}: the Slurm that .ci/slurm started is not up")
+    reason = None if ci_dir else cluster.start()
+    if reason:
+        cluster.stop()
+        pytest.skip(reason)
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)  # for sbatch/squeue, as dask-jobqueue calls them
+    yield cluster
+    if not ci_dir:
+        cluster.stop()
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="session")
+def file_server():
+    """Return the class of a static HTTP server on 127.0.0.1 with byte ranges (a context manager)."""
+    return _helper("http_files").FileServer
+
+
 # --- atlas-dm (ATLAS Open Data DM + Z -> ll) ---
 DM_TOY_EVENTS = 1500
 
@@ -162,3 +208,15 @@ def dm_models(dm_features_run, tmp_path_factory) -> Path:
     train("atlas-dm", features, "mlp", out, progress=False, hyper={"epochs": 6, "hidden": (16, 8)})
     train("atlas-dm", features, "rf", out, progress=False, hyper={"n_estimators": 40, "max_depth": 5})
     return out
+
+
+NANO_EVENTS = 1500
+
+
+@pytest.fixture(scope="session")
+def nano_toy_dir(tmp_path_factory) -> Path:
+    """NanoAOD toy (v9 layout), 1500 events per MC dataset, no pseudo-data (seeded)."""
+    from hepsieve.datasets.toys.cms_hzz4l_nanoaod import generate
+
+    mc = ["VBF_HToZZTo4L", "GluGluHToZZTo4L", "ZZTo4L", "DYJetsToLL_M-50", "TTTo2L2Nu"]
+    return generate(tmp_path_factory.mktemp("nano_toys"), events=NANO_EVENTS, seed=21, datasets=mc)

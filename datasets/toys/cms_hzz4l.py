@@ -1,22 +1,29 @@
 """Toy CMS 2018 reduced ntuples (tree ``HZZ4LeptonsAnalysisReduced``) for VBF H->ZZ->4l.
 
-Physics per sample (all momenta in GeV):
+Physics per sample (all momenta in GeV), generated *before* the cms-hzz4l selection:
 
-* production: VBF H has two forward tag jets (large Delta eta_jj and m_jj); ggH and
-  qq->ZZ have few, soft, central jets; ttH has many central jets. The 4l system
-  recoils against the generated jets (+ soft radiation) in the transverse plane.
-* decay: X -> Z(*) Z(*) with masses from phase space x Z propagators
-  (:func:`zz_pair_masses`), then each Z -> l+ l- isotropically; X = H (125 GeV), a
-  ZZ continuum (mostly m_4l > 180 GeV) or a Z (the Z -> 4l peak at 91 GeV).
-* detector: lepton pT resolution (mu 1.5-2.5 %, e 2.5 %), jet pT 10 %, acceptance
-  (mu pT > 5, |eta| < 2.4; e pT > 7, |eta| < 2.5; jets pT > 30, |eta| < 4.7, massless)
-  and the CMS selection of the real ntuples (Z1 closest to m_Z in 40-120, Z2 12-120,
-  leading pT > 20, sub-leading > 10, all opposite-sign m_ll > 4, m_4l > 70).
+* production (:func:`production_jets`): VBF H has two tag jets (t-channel pT, a Gamma-
+  distributed rapidity gap with a low-gap tail) plus radiation; ggH (gluon-initiated) and
+  q q -> ZZ radiate jets with geometric multiplicities (ggH more); ttH has four hard central
+  jets. The 4l system recoils against the jets (+ soft radiation) in the transverse plane.
+* decay: X -> V V* -> 4l with pair masses from phase space x propagators, only allowed pairs
+  (:func:`zz_pair_masses`), then each V -> l+ l- isotropically; X = H (125 GeV) or q q -> 4l
+  over its whole m_ll > 4 GeV phase space (:data:`QQ_TO_4L`: the Z -> 4l peak, Z gamma*,
+  ZZ on shell, gamma* gamma*), so the ZZ normalisation follows from its cross section.
+* detector: unrecovered FSR (6 % per muon, 8 % per electron: the m4l tail), lepton pT
+  resolution (mu 1.5 / 2.5 %, e 2.5 / 3.5 %, barrel / endcap), charge mis-identification
+  (mu 0.05 / 0.2 %, e 0.2 / 0.8 %: no SFOS pairing -> Z masses -999), jets 10 / 15 %,
+  massless, pT > 30 GeV, |eta| < 4.7.
+* written ("reduced-ntuple skim"): four leptons in acceptance (mu pT > 5, |eta| < 2.4;
+  e pT > 7, |eta| < 2.5), leading pT > 20, sub-leading > 10, all SFOS m_ll > 4. The
+  processor's steps (Z pairing defined, m4l > 70, Z1 in 40-120, Z2 in 12-120) each remove
+  events; after them the files look like the real ones (SCHEMAS.md section 7: -999 patterns,
+  >= 2-jet shares, the ggH share of the 2-jet background, the VBF m4l tail).
 * derived branches (f_mass4l, f_Z1mass, f_Z2mass, f_massjj, f_deltajj) are computed
   with `vector` from the *stored* float32 objects; -999 where undefined.
 * f_weight sums, per file, to xsec x BR x lumi x acceptance x efficiency with the
-  numbers of ``datasets/fileset_specs/cms_hzz4l.json``; acceptance is measured by the
-  generator, efficiency is 0.95 per muon and 0.85 per electron; an event-to-event
+  numbers of ``datasets/fileset_specs/cms_hzz4l.json``; acceptance (of the skim) is measured
+  by the generator, efficiency is 0.95 per muon and 0.85 per electron; an event-to-event
   spread (log-normal, 10 %) mimics pile-up and scale-factor weights.
 """
 
@@ -36,7 +43,8 @@ from hepsieve.datasets.toys.kinematics import (
     ELECTRON_MASS_GEV,
     MUON_MASS_GEV,
     decay_to_four_leptons,
-    four_lepton_system_mass,
+    final_state_radiation,
+    four_lepton_system,
     p4,
     production_jets,
     recoiling_parent,
@@ -49,37 +57,70 @@ log = logging.getLogger(__name__)
 
 LEPTON_EFFICIENCY = {"mu": 0.95, "e": 0.85}
 PRODUCTION = {"vbf_h": "vbf", "ggh": "ggh", "zz": "zz", "tth": "tth"}  # fileset process -> physics
+# probability that a lepton radiates a photon that the FSR recovery misses (the m4l tail)
+FSR_PROBABILITY = {"mu": 0.06, "e": 0.08}
+# charge mis-identification per lepton, barrel / endcap (|eta| > 1.2 mu, > 1.479 e)
+CHARGE_FLIP = {"mu": (0.0005, 0.002), "e": (0.002, 0.008)}
 
 
 def _stored_leptons(rng: np.random.Generator, truth: list, is_mu: np.ndarray) -> list[list[np.ndarray]]:
-    """Return (pt, eta, phi) per lepton as stored (float32): pT smeared (mu 1.5-2.5 %, e 2.5 %)."""
+    """Return (pt, eta, phi) per lepton as stored (float32): unrecovered FSR, then pT smearing.
+
+    Resolution: muons 1.5 % (|eta| < 1.2) / 2.5 %, electrons 2.5 % / 3.5 % (|eta| > 1.479).
+    """
     stored = []
     for lep in truth:
-        res = np.where(is_mu, np.where(np.abs(lep.eta) > 1.2, 0.025, 0.015), 0.025)
+        radiated, _photon = final_state_radiation(
+            rng, lep, np.where(is_mu, FSR_PROBABILITY["mu"], FSR_PROBABILITY["e"])
+        )
+        endcap = np.abs(lep.eta) > np.where(is_mu, 1.2, 1.479)
+        res = np.where(is_mu, np.where(endcap, 0.025, 0.015), np.where(endcap, 0.035, 0.025))
         stored.append(
             [
-                smear_pt(rng, lep.pt, res).astype(np.float32),
-                lep.eta.astype(np.float32),
-                lep.phi.astype(np.float32),
+                smear_pt(rng, radiated.pt, res).astype(np.float32),
+                radiated.eta.astype(np.float32),
+                radiated.phi.astype(np.float32),
             ]
         )
     return stored
 
 
-def _passes_selection(stored: list, is_mu: np.ndarray, m4l, z1, z2, min_os) -> np.ndarray:
-    """Return the acceptance and the CMS selection of the real ntuples, per event."""
+def _measured_charges(rng: np.random.Generator, stored: list, is_mu: np.ndarray) -> np.ndarray:
+    """Return the (n, 4) reconstructed charges: +-+- with per-lepton charge mis-identification."""
+    eta = np.abs(np.stack([s[1] for s in stored], axis=1))
+    mu = is_mu[:, None]
+    endcap = eta > np.where(mu, 1.2, 1.479)
+    flip = np.where(
+        mu,
+        np.where(endcap, CHARGE_FLIP["mu"][1], CHARGE_FLIP["mu"][0]),
+        np.where(endcap, CHARGE_FLIP["e"][1], CHARGE_FLIP["e"][0]),
+    )
+    charge = np.tile([1, -1, 1, -1], (len(is_mu), 1))
+    return np.where(rng.random(eta.shape) < flip, -charge, charge)
+
+
+def _passes_skim(stored: list, is_mu: np.ndarray, min_os) -> np.ndarray:
+    """Return the reduced-ntuple skim: four leptons in acceptance, pT > 20 / 10, OS m_ll > 4 GeV.
+
+    The skim is looser than ``cms-hzz4l``: m4l, the Z windows and the Z pairing (-999 where
+    mis-measured charges leave no pairing) are left to the processor, so each of its steps
+    removes events.
+    """
     pts = np.stack([s[0] for s in stored], axis=1)
     etas = np.abs(np.stack([s[1] for s in stored], axis=1))
     in_acc = np.where(is_mu[:, None], (pts > 5) & (etas < 2.4), (pts > 7) & (etas < 2.5))
     pt_sorted = -np.sort(-pts, axis=1)
-    return (in_acc.all(axis=1) & (pt_sorted[:, 0] > 20) & (pt_sorted[:, 1] > 10) & (z1 > 40) & (z1 < 120)
-            & (z2 > 12) & (z2 < 120) & (min_os > 4) & (m4l > 70))  # fmt: skip
+    return in_acc.all(axis=1) & (pt_sorted[:, 0] > 20) & (pt_sorted[:, 1] > 10) & (min_os > 4)
 
 
 def _jet_branches(rng: np.random.Generator, jets, out: dict) -> None:
-    """Smear the jets, accept them, store the two leading and m_jj, |delta eta_jj| (-999: none)."""
+    """Smear the jets, accept them, store the two leading and m_jj, |delta eta_jj| (-999: none).
+
+    Jet pT resolution 10 % (|eta| < 2.5) / 15 % (forward); accepted: pT > 30 GeV, |eta| < 4.7.
+    """
     jet_pt, jet_eta, jet_phi = jets
-    jpt = np.where(np.isnan(jet_pt), np.nan, jet_pt * (1 + 0.1 * rng.standard_normal(jet_pt.shape)))
+    res = np.where(np.abs(jet_eta) < 2.5, 0.10, 0.15)
+    jpt = np.where(np.isnan(jet_pt), np.nan, jet_pt * (1 + res * rng.standard_normal(jet_pt.shape)))
     jpt = np.where((jpt > 30) & (np.abs(jet_eta) < 4.7), jpt, -np.inf)
     order = np.argsort(-jpt, axis=1)[:, :2]
     rows = np.arange(len(jpt))[:, None]
@@ -98,26 +139,37 @@ def _jet_branches(rng: np.random.Generator, jets, out: dict) -> None:
     out["f_deltajj"] = np.where(two_jets, np.abs(out["f_jet1_eta"] - out["f_jet2_eta"]), UNDEFINED)
 
 
-def _attempt(rng: np.random.Generator, production: str, channel: str, n: int) -> dict:
-    """Generate ``n`` events and return the stored branches of those passing the selection."""
+def _truth_leptons(rng: np.random.Generator, production: str, channel: str, n: int):
+    """Return (jets, truth leptons [a+, a-, b+, b-], is_mu, lepton mass) of ``n`` produced events."""
     jets = production_jets(rng, production, n)
-    parent = recoiling_parent(rng, jets[0], jets[2], four_lepton_system_mass(rng, production, n))
+    mass, photon_a, photon_b = four_lepton_system(rng, production, n)
+    parent = recoiling_parent(rng, jets[0], jets[2], mass)
     flavour = np.full(n, channel)
     if channel == "4l":  # ttH file: both channels
         flavour = np.where(rng.random(n) < 0.5, "4mu", "4e")
     is_mu = flavour == "4mu"
     m_lep = np.where(is_mu, MUON_MASS_GEV, ELECTRON_MASS_GEV)
-    truth = decay_to_four_leptons(rng, parent, m_lep, m_lep)
-    # detector: smeared pT, stored as float32, everything downstream from stored values
+    truth = decay_to_four_leptons(rng, parent, m_lep, m_lep, photon=(photon_a, photon_b))
+    return jets, truth, is_mu, m_lep
+
+
+def _attempt(rng: np.random.Generator, production: str, channel: str, n: int) -> dict:
+    """Generate ``n`` produced events and return the stored branches of those passing the skim."""
+    jets, truth, is_mu, m_lep = _truth_leptons(rng, production, channel, n)
+    # detector: FSR, smeared pT, stored as float32, everything downstream from stored values
     stored = _stored_leptons(rng, truth, is_mu)
     leptons = [
         p4(pt.astype(np.float64), eta.astype(np.float64), phi.astype(np.float64), m_lep)
         for pt, eta, phi in stored
     ]
-    m4l = four_lepton_mass(leptons)
-    z1, z2, min_os = z_pairing(leptons, np.tile([1, -1, 1, -1], (n, 1)), np.zeros((n, 4), int))
-    keep = _passes_selection(stored, is_mu, m4l, z1, z2, min_os)
-    out = {"f_mass4l": m4l, "f_Z1mass": z1, "f_Z2mass": z2}
+    charge = _measured_charges(rng, stored, is_mu)
+    z1, z2, min_os = z_pairing(leptons, charge, np.zeros((n, 4), int))
+    keep = _passes_skim(stored, is_mu, min_os)
+    out = {
+        "f_mass4l": four_lepton_mass(leptons),
+        "f_Z1mass": np.where(np.isfinite(z1), z1, UNDEFINED),
+        "f_Z2mass": np.where(np.isfinite(z2), z2, UNDEFINED),
+    }
     _jet_branches(rng, jets, out)
     lep_order = np.argsort(-np.stack([s[0] for s in stored], axis=1), axis=1)
     for i in range(4):
@@ -129,8 +181,11 @@ def _attempt(rng: np.random.Generator, production: str, channel: str, n: int) ->
     return result
 
 
-def _acceptance(seed: int, production: str, channel: str, n: int = 50_000) -> tuple[float, float]:
-    """Return (acceptance, efficiency) from a seeded pilot run of ``n`` events."""
+PRODUCED_PER_ATTEMPT = 100_000  # bounds the memory of one attempt (32 mass candidates per event)
+
+
+def _acceptance(seed: int, production: str, channel: str, n: int = 100_000) -> tuple[float, float]:
+    """Return (skim acceptance, lepton efficiency) from a seeded pilot run of ``n`` produced events."""
     pilot = _attempt(np.random.default_rng([seed, 7]), production, channel, n)
     n_pass = len(pilot["f_mass4l"])
     frac_mu = pilot["_n_muon_events"] / max(n_pass, 1)
@@ -148,7 +203,7 @@ def generate_sample(
     event_offset: int,
     progress: ProgressWriter,
 ) -> dict:
-    """Write one toy ROOT file of ``n_events`` selected events; return its provenance."""
+    """Write one toy ROOT file of ``n_events`` skimmed events; return its provenance."""
     production = PRODUCTION[meta["process"]]
     acceptance, efficiency = _acceptance(seed, production, meta["channel"])
     expected = meta["xsec_pb"] * meta["br"] * lumi_pb * acceptance * efficiency
@@ -161,7 +216,10 @@ def generate_sample(
         )
         written = 0
         while written < n_events:
-            chunk = _attempt(rng, production, meta["channel"], int(batch / max(acceptance, 0.05)))
+            produced = min(
+                int((n_events - written) / max(acceptance, 1e-3) * 1.1) + 1000, PRODUCED_PER_ATTEMPT
+            )
+            chunk = _attempt(rng, production, meta["channel"], produced)
             chunk.pop("_n_muon_events")
             take = min(len(chunk["f_mass4l"]), n_events - written, batch)
             chunk = {k: v[:take] for k, v in chunk.items()}

@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "hepsieve.analyses"
 #: name -> "module:attribute" of the analyses shipped with hepsieve
 BUILTIN: dict[str, str] = {
     "cms-hzz4l": "hepsieve.processors.analyses.hzz4l_cms:ANALYSIS",
+    "cms-hzz4l-nanoaod": "hepsieve.processors.analyses.hzz4l_cms_nanoaod:ANALYSIS",
     "atlas-hzz4l": "hepsieve.processors.analyses.hzz4l_atlas:ANALYSIS",
     "higgs-uci": "hepsieve.processors.analyses.higgs_uci:ANALYSIS",
     "atlas-dm": "hepsieve.processors.analyses.atlas_dm:ANALYSIS",

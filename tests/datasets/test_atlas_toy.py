@@ -1,4 +1,4 @@
-"""ATLAS toy: schema, truth, weight normalisation, pseudo-data, CSV flavour."""
+"""ATLAS toy: schema, truth, weight normalisation, section-7 yields/resolution/weights, CSV."""
 
 import json
 
@@ -10,6 +10,7 @@ import uproot
 from hepsieve.datasets import load_fileset_spec
 from hepsieve.datasets.converters import csv_to_parquet
 from hepsieve.datasets.toys.atlas_hzz4l import write_kaggle_csv
+from hepsieve.datasets.toys.reference import ATLAS_REFERENCE, measure_atlas
 from hepsieve.processors import InputFileError
 from hepsieve.processors.analyses.hzz4l_atlas import TREE
 
@@ -52,7 +53,6 @@ def test_mini_schema_jagged_mev_and_fifth_leptons(atlas_toy_dir):
     assert set(np.unique(ak.flatten(ev.lep_type))) == {11, 13}
     assert set(np.unique(ak.flatten(ev.lep_charge))) == {-1, 1}
     assert np.median(ak.to_numpy(ak.flatten(ev.lep_pt))) > 5000  # MeV
-    assert ak.any(ev.mcWeight < 0)
 
 
 def test_non_prompt_leptons_are_less_isolated_and_displaced(atlas_toy_dir):
@@ -207,3 +207,65 @@ def test_converter_streams_gzip_adds_event_id_and_names_bad_files(tmp_path):
     message = r"bad\.csv: (cannot be read as|malformed) CSV.*Expected 2 columns"
     with pytest.raises(InputFileError, match=message):
         csv_to_parquet(bad, tmp_path / "bad.parquet")
+
+
+@pytest.fixture(scope="module")
+def atlas_section7(atlas_toy_dir):
+    return measure_atlas(atlas_toy_dir)
+
+
+# after the official notebook cuts (first four leptons, sum charge 0, sum type 44/48/52):
+# within 15 % of the Open Data table (issue 15); the 2000-event toy's statistical error is
+# 2-5 % per process
+YIELDS = ("ZZ*", "Z+jets", "ttbar", "H", "ggH", "VBF", "WH", "ZH")
+# in 80-250 GeV (AGC): not calibrated, a test of the toy's m4l shapes; 15 %
+WINDOW_YIELDS = ("H 80-250", "ZZ* 80-250", "Z+ttbar 80-250")
+
+
+@pytest.mark.parametrize("quantity", YIELDS + WINDOW_YIELDS)
+def test_yields_after_notebook_cuts_match_the_official_table(atlas_section7, quantity):
+    assert atlas_section7[quantity] == pytest.approx(ATLAS_REFERENCE[quantity], rel=0.15)
+
+
+@pytest.fixture(scope="module")
+def ggh_m4l(tmp_path_factory):
+    """m4l [GeV] per channel of a 20 000-event ggH toy after the notebook cuts."""
+    from hepsieve.datasets.toys.atlas_hzz4l import generate
+    from hepsieve.datasets.toys.reference import ATLAS_CHANNELS, atlas_notebook_selection
+
+    toy = generate(tmp_path_factory.mktemp("atlas_ggh"), events=20_000, seed=8, datasets=["ggH125_ZZ4lep"])
+    passes, m4l, sum_type = atlas_notebook_selection(tree(toy, "ggH125_ZZ4lep").arrays())
+    return {channel: m4l[passes & (sum_type == t)] for channel, t in ATLAS_CHANNELS.items()}
+
+
+@pytest.mark.parametrize("channel", ["4e", "2e2mu", "4mu"])
+def test_m4l_resolution_per_channel(ggh_m4l, channel):
+    """ggH m4l Gaussian core: 2.2 / 1.9 / 1.6 GeV (4e / 2e2mu / 4mu) within 10 % (fit error ~3 %)."""
+    from hepsieve.datasets.toys.reference import gaussian_core_width
+
+    width = gaussian_core_width(ggh_m4l[channel], 125.0)
+    assert width == pytest.approx(ATLAS_REFERENCE[f"resolution {channel}"], rel=0.10)
+
+
+def test_m4l_has_an_fsr_tail(ggh_m4l):
+    """Unrecovered FSR: 2-8 % of the ggH events (notebook cuts) 8 GeV or more below the peak."""
+    tail = np.mean(np.concatenate(list(ggh_m4l.values())) < 117)
+    assert 0.02 < tail < 0.08
+
+
+def test_mc_weights_per_generator(atlas_toy_dir, atlas_section7):
+    """sumw/events: ggH 28, llll 0.42, Zee 1900 (5 %); negative weights: Sherpa llll ~10 %,
+    none for Powheg (ttbar, Z, ggH); Pythia 8 WH/ZH exactly 1; ZH xsec as the infofile."""
+    for sample in ("ggH", "llll", "Zee"):
+        key = f"sumw/events {sample}"
+        assert atlas_section7[key] == pytest.approx(ATLAS_REFERENCE[key], rel=0.05), key
+    weights = {
+        d: tree(atlas_toy_dir, d)["mcWeight"].array(library="np") for d in SPEC["datasets"] if "data" not in d
+    }
+    for dataset in ("ttbar_lep", "Zee", "Zmumu", "ggH125_ZZ4lep", "VBFH125_ZZ4lep"):
+        assert np.all(weights[dataset] > 0), dataset
+    assert 0.05 < np.mean(weights["llll"] < 0) < 0.15
+    assert np.all(weights["WH125_ZZ4lep"] == 1) and np.all(weights["ZH125_ZZ4lep"] == 1)
+    assert weights["ggH125_ZZ4lep"].std() / weights["ggH125_ZZ4lep"].mean() > 0.2  # NNLOPS spread
+    assert atlas_section7["ZH xsec_pb"] == pytest.approx(2.1424784e-6, rel=1e-6)
+    assert SPEC["datasets"]["ZH125_ZZ4lep"]["metadata"]["xsec_pb"] == 2.1424784e-6

@@ -48,17 +48,17 @@ BASELINE = {
 }
 # (column, a value just inside, a value just outside): the published thresholds of arXiv:1708.09624
 EPS = 1e-6
-CUTS = [
+CUTS = [  # every cut is strict: the threshold itself is outside
     ("lead_lep_pt", 30 + EPS, 30.0),
     ("lead_lep_pt", 30 + EPS, 30 - EPS),
-    ("sublead_lep_pt", 20 + EPS, 20 - EPS),
-    ("mll", 76 + EPS, 76 - EPS),
-    ("mll", 106 - EPS, 106 + EPS),
-    ("ETmiss", 90 + EPS, 90 - EPS),
-    ("ETmiss_over_HT", 0.6 + EPS, 0.6 - EPS),
-    ("dphi_pTll_ETmiss", 2.7 + EPS, 2.7 - EPS),
-    ("dRll", 1.8 - EPS, 1.8 + EPS),
-    ("fractional_pT_difference", 0.2 - EPS, 0.2 + EPS),
+    ("sublead_lep_pt", 20 + EPS, 20.0),
+    ("mll", 76 + EPS, 76.0),
+    ("mll", 106 - EPS, 106.0),
+    ("ETmiss", 90 + EPS, 90.0),
+    ("ETmiss_over_HT", 0.6 + EPS, 0.6),
+    ("dphi_pTll_ETmiss", 2.7 + EPS, 2.7),
+    ("dRll", 1.8 - EPS, 1.8),
+    ("fractional_pT_difference", 0.2 - EPS, 0.2),
     ("N_bjets", 0, 1),
 ]
 
@@ -108,8 +108,8 @@ def test_regions_overlap_by_design():
 # --- significance: the tool against a hand computation ---
 SCORES = np.array([0.95, 0.92, 0.88, 0.81, 0.77, 0.66, 0.6, 0.55, 0.42, 0.3, 0.2, 0.1])
 LABELS = np.array([1, 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0])
-WEIGHTS = np.array([2.0, 1.5, 0.2, 1.0, 0.1, 3.5, -0.3, 1.2, 2.5, 0.7, 3.0, 4.0])
-THRESHOLDS = np.array([0.0, 0.5, 0.75, 0.9])
+WEIGHTS = np.array([2.0, 1.5, 0.05, 1.0, 0.1, 3.5, -0.3, 1.2, 2.5, 0.7, 3.0, 4.0])
+THRESHOLDS = np.array([0.0, 0.5, 0.75, 0.85, 0.9])
 
 
 def _hand_z(s: float, b: float) -> float:
@@ -126,7 +126,8 @@ def _hand_yields(t: float) -> tuple[float, float, int]:
 def test_significance_scan_equals_a_hand_computation():
     scan = significance_scan(SCORES, LABELS == 1, WEIGHTS, THRESHOLDS, min_background_events=2)
     hand = [_hand_yields(t) for t in THRESHOLDS]
-    # t = 0.9: no background event above: not allowed; t = 0.75: 2 background events
+    # t = 0.9: no background event above; t = 0.85: the largest Z_A, but from 1 background
+    # event (fewer than min_background_events): neither may be the best threshold
     for i, (s, b, n_b) in enumerate(hand):
         assert scan["s"][i] == pytest.approx(s) and scan["b"][i] == pytest.approx(b)
         assert scan["n_background_events"][i] == n_b
@@ -134,6 +135,8 @@ def test_significance_scan_equals_a_hand_computation():
         if b > 0:
             assert scan["asimov"][i] == pytest.approx(_hand_z(s, b))
     allowed = [i for i, (s, b, n_b) in enumerate(hand) if b > 0 and n_b >= 2]
+    with_b = [i for i, (s, b, n_b) in enumerate(hand) if b > 0]
+    assert THRESHOLDS[max(with_b, key=lambda i: _hand_z(*hand[i][:2]))] == 0.85
     best = max(allowed, key=lambda i: _hand_z(hand[i][0], hand[i][1]))
     assert scan["best_threshold"] == THRESHOLDS[best]
     assert scan["max_significance"] == pytest.approx(_hand_z(*hand[best][:2]))

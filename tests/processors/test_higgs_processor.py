@@ -45,7 +45,9 @@ def test_auc_from_histograms_agrees_with_unbinned(higgs_toy_dir, higgs_models, t
         unbinned = roc_auc_score(test["label"], scorer.score(x, test["event"]))
         binned = result.provenance["auc_from_histograms"][name]["test"]
         assert binned == pytest.approx(unbinned, abs=1e-3)
-        assert unbinned > 0.7  # a small model, but it has learned
+        # a small model on the (hard, Baldi-like) toy, but it has learned: chance is 0.5 +- 0.02
+        # on the 1000 test rows, so the binned/unbinned agreement is tested on a real ROC curve
+        assert unbinned > 0.6
     from hepsieve.processors.plots import plot_run
 
     plot_run(tmp_path)
