@@ -335,7 +335,8 @@ def _check_fit_inputs(inputs: FitInputs, run_dir: str | Path) -> None:
     for channel in inputs.channels:
         total = np.sum([s.nominal.values for s in channel.samples.values()], axis=0)
         background, data = background_sum(channel), channel.data.values
-        bad = np.flatnonzero((total < 0) | ((background <= 0) & (data > 0)))
+        # a bin without positive background and without data is left out of the fit (fit_channels)
+        bad = np.flatnonzero(((total < 0) & (background > 0)) | ((background <= 0) & (data > 0)))
         if len(bad):
             raise ConfigurationError(
                 f"{where}, category {channel.category!r}: bins {bad.tolist()} have a background "
