@@ -25,6 +25,7 @@ data flow:
   hepsieve train cms-hzz4l --features results/features/features --model mlp --out models/cms
   hepsieve evaluate cms-hzz4l --features results/features/features --models models/cms
   hepsieve run cms-hzz4l --data-dir toys/cms --models models/cms --out results/hists
+  hepsieve stats results/hists                           # fit/: templates, pyhf, datacard, Z
   hepsieve plot results/hists
 or all of it at once:  hepsieve demo --out demo
 """
@@ -261,6 +262,25 @@ def _parse_plot(sub) -> None:
     p = sub.add_parser("plot", help="stacked plots of a finished run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--signal-overlay",
+        action="store_true",
+        help="draw the signal also as a line over the stack",
+    )
+    p.add_argument("--signal-below", action="store_true", help="stack the signal at the bottom, not on top")
+    p.add_argument("--log-rejection", action="store_true", help="ROC as background rejection on a log axis")
+
+
+def _parse_stats(sub) -> None:
+    p = sub.add_parser(
+        "stats", help="fit inputs of a finished run: ROOT templates, pyhf workspace, datacard, significance"
+    )
+    p.add_argument("run_dir", type=Path, help="the --out of a finished `hepsieve run`")
+    p.add_argument(
+        "--histogram",
+        help="the histogram to fit (default: the cut histogram after the first model's working point)",
+    )
+    p.add_argument("--categories", nargs="+", help="the categories (fit channels) to use (default: all)")
 
 
 def _parse_demo(sub) -> None:
@@ -358,6 +378,7 @@ PARSERS = (
     _parse_train,
     _parse_evaluate,
     _parse_plot,
+    _parse_stats,
     _parse_demo,
     _parse_bench,
     _parse_fileset,
@@ -533,8 +554,25 @@ def cmd_plot(args) -> None:
     """Plot a finished run."""
     from hepsieve.processors.plots import plot_run
 
-    paths = plot_run(args.run_dir, args.out)
+    paths = plot_run(
+        args.run_dir,
+        args.out,
+        signal_on_top=not args.signal_below,
+        signal_overlay=args.signal_overlay,
+        log_rejection=args.log_rejection,
+    )
     print(f"{len(paths)} plots in {paths[0].parent if paths else args.run_dir}")
+
+
+def cmd_stats(args) -> None:
+    """Write RUN_DIR/fit/ and print the significance table."""
+    from hepsieve.processors.statistics import significance_table, write_fit
+
+    out, summary = write_fit(args.run_dir, args.histogram, args.categories)
+    print(significance_table(summary))
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"fit inputs (histograms.root, workspace.json, datacard.txt, significance.json): {out}")
 
 
 def cmd_demo(args) -> None:
@@ -555,10 +593,22 @@ def cmd_demo(args) -> None:
     print(significance_table(done.summary))
     if done.score_cuts:
         print(f"score cuts (working points): { {k: round(v, 4) for k, v in done.score_cuts.items()} }")
+    _print_demo_significance(done)
     print(
         f"processor: {done.result.record.events_per_s or 0:.0f} events/s; demo done in "
         f"{done.seconds:.0f} s; outputs in {args.out}/"
     )
+
+
+def _print_demo_significance(done) -> None:
+    """Print the significance table of the demo's final run (or why there is none)."""
+    from hepsieve.processors.statistics import significance_table
+
+    if done.significance is None:
+        print(f"no significance table: {done.no_fit_reason}")
+        return
+    print(significance_table(done.significance))
+    print(f"fit inputs: {Path(done.significance['run_dir']) / 'fit'}")
 
 
 def cmd_bench(args) -> None:

@@ -27,6 +27,8 @@ class DemoResult:
     score_cuts: dict[str, float] | None
     seconds: float
     data_dir: Path | None = None  # the run's input directory
+    significance: dict | None = None  # fit/significance.json of the final run (None: no fit)
+    no_fit_reason: str | None = None  # why there is no significance table
 
 
 def prepare_inputs(analysis: Analysis, data_dir: Path, out_dir: Path) -> Path:
@@ -98,7 +100,7 @@ def demo(
 
     start = time.perf_counter()
     analysis = get_analysis(analysis_ref)
-    steps = 6
+    steps = 7
 
     def step(i: int, text: str) -> None:
         print(f"[{i}/{steps}] {text}  ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -123,4 +125,21 @@ def demo(
     result = run(RunConfig(out_dir=out / "histograms", models_dir=out / "models", score_cut=cuts, **common))
     step(6, "plotting")
     plot_run(out / "histograms")
-    return DemoResult(summary, result, cuts, time.perf_counter() - start, Path(inputs))
+    step(7, "statistics: fit inputs and significance (pyhf)")
+    significance, reason = demo_significance(out / "histograms")
+    return DemoResult(summary, result, cuts, time.perf_counter() - start, Path(inputs), significance, reason)
+
+
+def demo_significance(run_dir: Path) -> tuple[dict | None, str | None]:
+    """Return the significance.json of ``hepsieve stats`` on the demo's run, or why there is none.
+
+    An analysis without a signal process (or with an empty signal) has nothing to fit: the
+    reason is returned (and printed by the demo), not raised.
+    """
+    from hepsieve.processors.statistics import write_fit
+
+    try:
+        _, summary = write_fit(run_dir)
+    except ConfigurationError as err:
+        return None, str(err)
+    return summary, None

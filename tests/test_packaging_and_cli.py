@@ -48,7 +48,9 @@ def test_non_editable_install_imports_from_another_directory(tmp_path):
     assert not (target / "datasets").exists() and not (target / "processors").exists()
 
 
-@pytest.mark.parametrize("command", ["generate", "run", "train", "evaluate", "plot", "demo", "bench"])
+@pytest.mark.parametrize(
+    "command", ["generate", "run", "train", "evaluate", "plot", "stats", "demo", "bench"]
+)
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
