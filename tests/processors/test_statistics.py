@@ -352,12 +352,18 @@ def test_fileset_lumi_uncertainty_is_a_normsys_where_no_lumi_variation_is_declar
 
 
 @pytest.fixture(scope="module")
-def atlas_fit(atlas_toy_dir, tmp_path_factory):
-    """A histogram run of the ATLAS toy with the shipped models, then `hepsieve stats` on it."""
+def atlas_fit(tmp_path_factory):
+    """A histogram run of an ATLAS toy with the shipped models, then `hepsieve stats` on it.
+
+    10 000 events per MC sample: with the 2 000 of the shared toy, some bins of every
+    histogram hold pseudo-data but no (or a negative) background, which stats rightly refuses.
+    """
+    from hepsieve.datasets.toys.atlas_hzz4l import generate
     from hepsieve.processors import RunConfig, run
 
+    toy_dir = generate(tmp_path_factory.mktemp("atlas_fit_toys"), events=10_000, seed=3)
     out = tmp_path_factory.mktemp("atlas_hists")
-    run(RunConfig("atlas-hzz4l", atlas_toy_dir, out, executor="iterative", progress=False))
+    run(RunConfig("atlas-hzz4l", toy_dir, out, executor="iterative", progress=False))
     return write_fit(out)
 
 
