@@ -113,6 +113,7 @@ class SingleNodeSlurm:
 
     def _start_munge(self) -> str | None:
         key = self.root / "munge.key"
+        key.unlink(missing_ok=True)  # a key left by an earlier start in DIR (its munged is stopped)
         made = self._run("mungekey", "--create", f"--keyfile={key}")
         if made.returncode:
             return f"Slurm cannot start: mungekey failed: {made.stderr.strip()}"
