@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -712,5 +714,22 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 600 else f"{text[:600]} ... (-v for all of it)"
 
 
+def console_main() -> None:
+    """Run the ``hepsieve`` command: :func:`main`, then exit without finalising the interpreter.
+
+    Tearing down the modules of coffea, numba, onnxruntime and dask took 0.5-0.65 s after
+    every command (a sixth of a whole 1M-event run). The exit handlers still run and the
+    streams are flushed; a non-daemon thread still running (none is expected) gets the normal
+    exit, which waits for it.
+    """
+    status = main()
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(status)
+    atexit._run_exitfuncs()  # the interpreter's exit handlers, without its teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

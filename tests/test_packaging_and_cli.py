@@ -1,5 +1,6 @@
 """Packaging (non-editable install) and the command line."""
 
+import os
 import subprocess
 import sys
 
@@ -165,3 +166,19 @@ def test_cli_logs_hepsieve_at_info_and_other_libraries_at_warning(monkeypatch, c
     assert main(["analyses"]) == 0
     assert logging.getLogger("hepsieve.processors.plots").isEnabledFor(logging.INFO)
     assert not logging.getLogger("matplotlib.mathtext").isEnabledFor(logging.INFO)
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"), [(["analyses"], 0), (["run", "no-such-analysis", "--out", "o"], 2)]
+)
+def test_the_command_exits_with_mains_status_and_its_output_flushed(tmp_path, argv, status):
+    # console_main leaves without the interpreter's teardown: its output must still arrive
+    code = "import sys; from hepsieve.processors.cli import console_main; console_main()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered pipes
+    command = [sys.executable, "-c", code, *argv]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == status
+    if status:
+        assert done.stderr.strip().endswith("own Analysis)") and "unknown analysis" in done.stderr
+    else:
+        assert "higgs-uci" in done.stdout

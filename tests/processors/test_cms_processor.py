@@ -3,6 +3,7 @@
 import json
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,26 @@ def test_local_dask_and_futures_workers_are_tuned_and_warmed():
     assert states == [({"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None}, True)]
     with make_executor("futures", 2, None, progress=False) as ex:  # started before the run
         assert len(ex.pool._pool._processes) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forked dask workers are used on Linux only")
+def test_local_dask_workers_are_forked_with_this_process_imports(monkeypatch):
+    import dask
+
+    from hepsieve.processors import executors
+
+    def probe():
+        module = sys.modules["hepsieve.processors.executors"]
+        return getattr(module, "_fork_probe", None), "pandas" in sys.modules
+
+    # a forked worker sees this process' state, a spawned one a fresh import of the module
+    monkeypatch.setattr(executors, "_fork_probe", 42, raising=False)
+    with make_executor("dask", 1, None, progress=False) as ex:
+        assert list(ex.client.run(probe).values()) == [(42, True)]
+    # a dask configuration naming another start method is kept
+    method = "distributed.worker.multiprocessing-method"
+    with dask.config.set({method: "forkserver"}), executors._local_dask_config():
+        assert dask.config.get(method) == "forkserver"
 
 
 def test_preflight_gives_coffea_its_file_metadata(
