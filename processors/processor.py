@@ -335,11 +335,14 @@ class AnalysisProcessor(processor.ProcessorABC):
         dataset = meta["dataset"]
         for wv in a.weights.variations:
             for direction, factor in (("Up", wv.up), ("Down", wv.down)):
-                if f"{wv.name}{direction}" in self.variations:
-                    f = np.broadcast_to(
-                        np.asarray(factor(sel.events, sel.objects, meta), float), sel.weights.shape
-                    )
-                    self._fill(hists, fills, dataset, f"{wv.name}{direction}", sel, sel.weights * f, scores)
+                if f"{wv.name}{direction}" not in self.variations:
+                    continue
+                f = np.asarray(factor(sel.events, sel.objects, meta), float)
+                if f.ndim == 0:  # a flat factor: the nominal histograms scaled, not filled again
+                    _scale_nominal(hists, fills, dataset, f"{wv.name}{direction}", float(f))
+                    continue
+                f = np.broadcast_to(f, sel.weights.shape)
+                self._fill(hists, fills, dataset, f"{wv.name}{direction}", sel, sel.weights * f, scores)
         for sv in a.shape_variations:
             for direction, sign in (("Up", +1), ("Down", -1)):
                 if f"{sv.name}{direction}" in self.variations:
@@ -494,6 +497,26 @@ def _count(
         return int(counts[code])
     mask = list(sel.categories.values())[code]
     return int(np.count_nonzero(mask if also is None else mask & also))
+
+
+def _scale_nominal(
+    hists: dict[str, hist.Hist], fills: dict, dataset: str, variation: str, factor: float
+) -> None:
+    """Set ``variation`` of ``dataset`` to its nominal histograms times ``factor`` (flat weight factor).
+
+    The same sums as a fill with every weight times ``factor`` (to rounding): values x factor,
+    variances (sums of squared weights) x factor², fill counts those of the nominal.
+    """
+    for h in hists.values():
+        if dataset not in list(h.axes["dataset"]):
+            continue  # no event filled: the variation is empty too
+        view = h.view(flow=True)
+        d = h.axes["dataset"].index(dataset)
+        nominal, varied = h.axes["variation"].index(NOMINAL), h.axes["variation"].index(variation)
+        view.value[d, :, varied] = view.value[d, :, nominal] * factor
+        view.variance[d, :, varied] = view.variance[d, :, nominal] * factor**2
+    for key in [k for k in fills if k[1] == dataset and k[3] == NOMINAL]:
+        fills[(*key[:3], variation)] = fills[key]
 
 
 def _fill_coded(

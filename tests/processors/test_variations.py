@@ -53,6 +53,39 @@ def test_lumi_variation_scales_every_simulated_dataset_exactly(atlas_variations)
     assert _sum(h, dataset="data_A", variation="lumiUp").value == 0  # data: nominal only
 
 
+def test_a_flat_weight_variation_equals_filling_with_its_factor_per_event(atlas_toy_dir, tmp_path):
+    # a flat factor scales the nominal histograms instead of filling again: same sums and fills
+    base = get_analysis("atlas-hzz4l")
+    lumi = next(v for v in base.weights.variations if v.name == "lumi")
+
+    def per_event(factor):
+        return lambda events, objects, meta: np.full(len(events), factor(events, objects, meta))
+
+    filled = replace(lumi, up=per_event(lumi.up), down=per_event(lumi.down))
+    results = [
+        run(
+            RunConfig(
+                replace(base, weights=replace(base.weights, variations=(variation,))),
+                atlas_toy_dir,
+                tmp_path / variation.up.__name__,
+                executor="iterative",
+                progress=False,
+                models_dir=None,
+                variations=["lumi"],
+            )
+        )
+        for variation in (lumi, filled)
+    ]
+    scaled, refilled = (r.histograms for r in results)
+    assert scaled.keys() == refilled.keys()
+    for name, h in scaled.items():
+        a, b = h.view(flow=True), refilled[name].view(flow=True)
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(a.variance, b.variance, rtol=1e-12, atol=0)
+        assert h.metadata["fills"] == refilled[name].metadata["fills"]
+    assert sum(_sum(h, variation="lumiUp").value for h in scaled.values()) > 0
+
+
 @pytest.mark.parametrize(("channel", "electrons", "muons"), [("4e", 4, 0), ("2e2mu", 2, 2), ("4mu", 0, 4)])
 def test_per_lepton_scale_factor_variations_follow_the_lepton_flavours(
     atlas_variations, channel, electrons, muons
