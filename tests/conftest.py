@@ -94,10 +94,8 @@ def higgs_toy_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
-    """A small MLP and HistGradientBoosting trained on the toy's train split."""
-    from hepsieve.training.train import train
-
+def higgs_features(higgs_toy_dir, tmp_path_factory) -> Path:
+    """The exported features of the UCI HIGGS toy's train split (the ``features`` directory)."""
     features = tmp_path_factory.mktemp("higgs_features")
     run(
         RunConfig(
@@ -110,16 +108,24 @@ def higgs_models(higgs_toy_dir, tmp_path_factory) -> Path:
             progress=False,
         )
     )
+    return features / "features"
+
+
+@pytest.fixture(scope="session")
+def higgs_models(higgs_features, tmp_path_factory) -> Path:
+    """A small MLP and HistGradientBoosting trained on the toy's train split."""
+    from hepsieve.training.train import train
+
     out = tmp_path_factory.mktemp("higgs_models")
     train(
         "higgs-uci",
-        features / "features",
+        higgs_features,
         "mlp",
         out,
         progress=False,
         hyper={"epochs": 8, "hidden": (16, 16)},
     )
-    train("higgs-uci", features / "features", "hgb", out, progress=False, hyper={"max_iter": 30})
+    train("higgs-uci", higgs_features, "hgb", out, progress=False, hyper={"max_iter": 30})
     return out
 
 

@@ -337,7 +337,8 @@ def table(analysis: str, toy_dir: str | Path, metrics_paths: tuple[str | Path, .
         if key not in toy:
             continue
         ratio = f"{toy[key] / ref:.3f}" if ref else "-"
-        lines.append(f"| {key} | {toy[key]:.4g} | {ref:.4g} | {ratio} |")
+        name = key.replace("|", "\\|")  # "phi max |value|" must not split the markdown row
+        lines.append(f"| {name} | {toy[key]:.4g} | {ref:.4g} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import uproot
 
 from hepsieve.datasets.converters import higgs_csv_to_chunks, uci_test_rows
 from hepsieve.datasets.toys.higgs_uci import BTAG_STD, PHI_SCALE, SCALE_GEV
-from hepsieve.datasets.toys.reference import UCI_REFERENCE, measure_uci
+from hepsieve.datasets.toys.reference import UCI_REFERENCE, measure_uci, table
 from hepsieve.processors import InputFileError
 from hepsieve.processors.analyses.higgs_uci import COLUMNS, TREE
 
@@ -149,3 +149,11 @@ def test_bdt_auc_near_the_published_real_data_value(bdt_aucs, feature_set):
 def test_bdt_feature_set_ordering_as_in_baldi(bdt_aucs):
     """As on the real data: the masses beat the raw objects, and both together beat either."""
     assert bdt_aucs["low-level"] < bdt_aucs["high-level"] < bdt_aucs["all"]
+
+
+def test_reference_table_is_valid_markdown(higgs_toy_dir):
+    """Every row of the printed toy-vs-reference table has four cells ("phi max |value|" escaped)."""
+    lines = table("higgs-uci", higgs_toy_dir).splitlines()
+    assert any(line.startswith("| phi max \\|value\\| |") for line in lines)
+    for line in lines:
+        assert len(line.replace("\\|", "").split("|")) == 6, line

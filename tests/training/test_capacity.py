@@ -1,0 +1,24 @@
+"""The capacity diagnostic trains in resumable calls and reports the held-out AUC of fold 0."""
+
+import re
+
+import torch
+
+from hepsieve.training.capacity import main
+
+
+def test_capacity_resumes_from_its_checkpoint(higgs_features, tmp_path, capsys):
+    """Two calls of 2 and 1 epochs make one 3-epoch history (epochs numbered on, state kept)."""
+    checkpoint = tmp_path / "mlp.pt"
+    argv = ["higgs-uci", "--features", str(higgs_features), "--hidden", "8", "--checkpoint", str(checkpoint)]
+    assert main([*argv, "--epochs", "2"]) == 0
+    first = torch.load(checkpoint, weights_only=False)
+    assert main([*argv, "--epochs", "1"]) == 0
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["epoch"] == 3 and len(state["history"]["test_auc"]) == 3
+    assert state["history"]["test_auc"][:2] == first["history"]["test_auc"]
+    assert not torch.equal(state["model"]["1.weight"], first["model"]["1.weight"])  # trained on
+    out = capsys.readouterr().out
+    assert "epoch 3: val loss" in out
+    aucs = [float(a) for a in re.findall(r"held-out AUC (\d\.\d+)", out)]
+    assert all(0.5 < a < 1 for a in aucs)
