@@ -303,22 +303,32 @@ def _candidate_cuts(cands) -> dict[str, np.ndarray]:
     }
 
 
+@numba.njit(cache=True)
+def _choose_kernel(passing, owner, z1_mass, z2_sum_pt, chosen) -> None:
+    """Fill ``chosen`` (per event, -1) with the flat index of its best passing candidate.
+
+    Best: Z1 closest to m_Z, then the larger Z2 pT sum, then the first in order (as a stable
+    sort on these keys).
+    """
+    dist = np.full(len(chosen), np.inf)
+    z2 = np.zeros(len(chosen))
+    for q in range(passing.shape[0]):
+        e = owner[q]
+        for p in range(3):
+            if not passing[q, p]:
+                continue
+            d = abs(z1_mass[q, p] - Z_MASS_GEV)
+            if chosen[e] < 0 or d < dist[e] or (d == dist[e] and z2_sum_pt[q, p] > z2[e]):
+                chosen[e], dist[e], z2[e] = 3 * q + p, d, z2_sum_pt[q, p]
+
+
 def _choose(cands, passing: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
     """Return per event the flat index (quad x 3 + pairing) of its chosen candidate, -1 if none.
 
-    Z1 closest to m_Z, then the larger Z2 pT sum; events with one passing candidate (most)
-    skip the sort.
+    Z1 closest to m_Z, then the larger Z2 pT sum (:func:`_choose_kernel`).
     """
-    flat = np.flatnonzero(passing.ravel())
-    events = owner[flat // 3]
-    single = np.bincount(events, minlength=n_events)[events] == 1
     chosen = np.full(n_events, -1, dtype=np.int64)
-    chosen[events[single]] = flat[single]
-    flat, events = flat[~single], events[~single]
-    dist = np.abs(cands.z1_mass.ravel()[flat] - Z_MASS_GEV)
-    order = np.lexsort((-cands.z2_sum_pt.ravel()[flat], dist, events))
-    first = order[np.diff(events[order], prepend=-1) != 0]
-    chosen[events[first]] = flat[first]
+    _choose_kernel(passing, owner, cands.z1_mass, cands.z2_sum_pt, chosen)
     return chosen
 
 
