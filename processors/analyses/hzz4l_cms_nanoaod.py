@@ -25,7 +25,8 @@ undefined), so the reduced-ntuple models apply unchanged (``scoring.models_from`
 
 Weights: simulation ``genWeight x xsec_pb x br x lumi_pb / Σ genEventSumw`` (signed; ``br``
 defaults to 1; Σ over the ``Runs`` trees of all the dataset's files, summed in the preflight);
-data 1. Data: the golden-JSON lumi mask (metadata ``lumi_mask``, coffea ``LumiMask``) and the
+data 1. Data: the golden-JSON lumi mask (metadata ``lumi_mask``; coffea ``LumiMask``'s lookup,
+in numpy: :func:`lumi_mask`) and the
 HLT paths of the fileset's ``triggers`` table (``{primary dataset: [paths]}``, in priority
 order): an event of primary dataset k counts only if it fires k's paths and none of an
 earlier one's, so an event in DoubleEG and DoubleMuon is counted once. Simulation needs any
