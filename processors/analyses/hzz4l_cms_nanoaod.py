@@ -25,7 +25,8 @@ undefined), so the reduced-ntuple models apply unchanged (``scoring.models_from`
 
 Weights: simulation ``genWeight x xsec_pb x br x lumi_pb / Σ genEventSumw`` (signed; ``br``
 defaults to 1; Σ over the ``Runs`` trees of all the dataset's files, summed in the preflight);
-data 1. Data: the golden-JSON lumi mask (metadata ``lumi_mask``, coffea ``LumiMask``) and the
+data 1. Data: the golden-JSON lumi mask (metadata ``lumi_mask``; coffea ``LumiMask``'s lookup,
+in numpy: :func:`lumi_mask`) and the
 HLT paths of the fileset's ``triggers`` table (``{primary dataset: [paths]}``, in priority
 order): an event of primary dataset k counts only if it fires k's paths and none of an
 earlier one's, so an event in DoubleEG and DoubleMuon is counted once. Simulation needs any
@@ -46,10 +47,14 @@ moves pT before the lepton selection and re-runs it.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import awkward as ak
+import fsspec
+import numba
 import numpy as np
 import vector
 
@@ -196,6 +201,11 @@ class LeptonTable:
     columns: dict[str, np.ndarray]
     counts: np.ndarray
 
+    def __getitem__(self, mask: np.ndarray) -> LeptonTable:
+        """Return the table of the events where ``mask`` is True."""
+        keep = np.repeat(mask, self.counts)
+        return LeptonTable({k: v[keep] for k, v in self.columns.items()}, self.counts[mask])
+
 
 def _good_columns(coll: ak.Array, pdg: int, scale: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Return the flat columns of the good leptons of one collection and each one's event.
@@ -242,23 +252,28 @@ class FourLeptons:
     """The object record of a chunk: selection flags, the chosen ZZ candidate, the good leptons.
 
     ``flags``: step name -> bool per event; ``best``: the chosen candidate's quantities per
-    event (NaN where there is none); ``leptons``: the identified, isolated leptons per event
-    (coffea ``PtEtaPhiMCandidate`` records), against which jets are cleaned.
+    event (NaN where there is none); ``table``: the identified, isolated leptons as flat
+    columns, against which jets are cleaned (:attr:`leptons`: the same as coffea records).
     """
 
     flags: dict[str, np.ndarray]
     best: dict[str, np.ndarray]
-    leptons: ak.Array
+    table: LeptonTable
 
     def __len__(self) -> int:
-        return len(self.leptons)
+        return len(self.table.counts)
+
+    @property
+    def leptons(self) -> ak.Array:
+        """Return the identified, isolated leptons per event (coffea ``PtEtaPhiMCandidate``)."""
+        return candidates(self.table)
 
     def __getitem__(self, mask: np.ndarray) -> FourLeptons:
         """Return the record of the events where ``mask`` is True."""
         return FourLeptons(
             {k: v[mask] for k, v in self.flags.items()},
             {k: v[mask] for k, v in self.best.items()},
-            self.leptons[mask],
+            self.table[mask],
         )
 
 
@@ -289,22 +304,32 @@ def _candidate_cuts(cands) -> dict[str, np.ndarray]:
     }
 
 
+@numba.njit(cache=True)
+def _choose_kernel(passing, owner, z1_mass, z2_sum_pt, chosen) -> None:
+    """Fill ``chosen`` (per event, -1) with the flat index of its best passing candidate.
+
+    Best: Z1 closest to m_Z, then the larger Z2 pT sum, then the first in order (as a stable
+    sort on these keys).
+    """
+    dist = np.full(len(chosen), np.inf)
+    z2 = np.zeros(len(chosen))
+    for q in range(passing.shape[0]):
+        e = owner[q]
+        for p in range(3):
+            if not passing[q, p]:
+                continue
+            d = abs(z1_mass[q, p] - Z_MASS_GEV)
+            if chosen[e] < 0 or d < dist[e] or (d == dist[e] and z2_sum_pt[q, p] > z2[e]):
+                chosen[e], dist[e], z2[e] = 3 * q + p, d, z2_sum_pt[q, p]
+
+
 def _choose(cands, passing: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndarray:
     """Return per event the flat index (quad x 3 + pairing) of its chosen candidate, -1 if none.
 
-    Z1 closest to m_Z, then the larger Z2 pT sum; events with one passing candidate (most)
-    skip the sort.
+    Z1 closest to m_Z, then the larger Z2 pT sum (:func:`_choose_kernel`).
     """
-    flat = np.flatnonzero(passing.ravel())
-    events = owner[flat // 3]
-    single = np.bincount(events, minlength=n_events)[events] == 1
     chosen = np.full(n_events, -1, dtype=np.int64)
-    chosen[events[single]] = flat[single]
-    flat, events = flat[~single], events[~single]
-    dist = np.abs(cands.z1_mass.ravel()[flat] - Z_MASS_GEV)
-    order = np.lexsort((-cands.z2_sum_pt.ravel()[flat], dist, events))
-    first = order[np.diff(events[order], prepend=-1) != 0]
-    chosen[events[first]] = flat[first]
+    _choose_kernel(passing, owner, cands.z1_mass, cands.z2_sum_pt, chosen)
     return chosen
 
 
@@ -348,7 +373,10 @@ def _event_depth(depth: np.ndarray, owner: np.ndarray, n_events: int) -> np.ndar
 def four_lepton_selection(table: LeptonTable) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Return the per-event flags of the lepton steps and the chosen ZZ candidate's quantities."""
     n = len(table.counts)
+    four = table.counts >= 4
+    table = table[four]  # the only events with quadruplets: the rest needs no lepton arithmetic
     index, owner = _quadruplets(table)
+    owner = np.flatnonzero(four)[owner]
     cands = zz_candidates({**table.columns, "flavour": table.columns["pdg"]}, index, SMART_CUT_ZB_MIN)
     cuts = _candidate_cuts(cands)
     passing = np.ones(cands.valid.shape, dtype=bool)
@@ -357,7 +385,7 @@ def four_lepton_selection(table: LeptonTable) -> tuple[dict[str, np.ndarray], di
         passing = passing & cuts[name]
         depth += passing
     event_depth = _event_depth(depth, owner, n)
-    flags = {"four_leptons": table.counts >= 4}
+    flags = {"four_leptons": four}
     flags |= {name: event_depth > k for k, (name, _) in enumerate(CANDIDATE_STEPS)}
     return flags, _best_columns(table, index, cands, _choose(cands, passing, owner, n))
 
@@ -419,10 +447,36 @@ def trigger_mask(hlt: ak.Array, meta: Mapping) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _lumi_mask(path: str):
-    from coffea.lumi_tools import LumiMask
+def _lumi_ranges(path: str) -> dict[int, np.ndarray]:
+    """Return the golden JSON as coffea's ``LumiMask`` holds it: run -> [lo - 1, hi, lo - 1, hi, ...].
 
-    return LumiMask(path)
+    The lookup below is coffea's (``searchsorted`` on these uint32 bounds, odd index: inside)
+    in numpy: importing ``coffea.lumi_tools`` compiles its numba kernels (6 s per worker
+    process, measured), and a test checks that the two masks agree.
+    """
+    with fsspec.open(path) as fin:
+        golden = json.load(fin)
+    out = {}
+    for run, ranges in golden.items():
+        bounds = np.array(ranges, dtype=np.uint32).flatten()
+        bounds[::2] -= 1
+        out[int(np.uint32(run))] = bounds
+    return out
+
+
+def lumi_mask(path: str, runs: np.ndarray, lumis: np.ndarray) -> np.ndarray:
+    """Return True for the (run, lumi section) pairs inside the golden JSON at ``path``."""
+    ranges = _lumi_ranges(path)
+    runs, lumis = np.asarray(runs).astype(np.uint32), np.asarray(lumis).astype(np.uint32)
+    out = np.zeros(len(runs), dtype=bool)
+    order = np.argsort(runs, kind="stable")
+    edges = np.flatnonzero(np.diff(runs[order], prepend=np.int64(-1), append=np.int64(-1)))
+    for lo, hi in itertools.pairwise(edges):  # one pass per run of the chunk
+        bounds = ranges.get(int(runs[order[lo]]))
+        if bounds is not None:
+            rows = order[lo:hi]
+            out[rows] = np.searchsorted(bounds, lumis[rows]) % 2 == 1
+    return out
 
 
 def golden_mask(events: ak.Array, meta: Mapping) -> np.ndarray:
@@ -430,7 +484,7 @@ def golden_mask(events: ak.Array, meta: Mapping) -> np.ndarray:
     if not meta.get("is_data"):
         return np.ones(len(events), dtype=bool)
     runs, lumis = ak.to_numpy(events.run), ak.to_numpy(events.luminosityBlock)
-    return np.asarray(_lumi_mask(str(meta[LUMI_MASK_KEY]))(runs, lumis), dtype=bool)
+    return lumi_mask(str(meta[LUMI_MASK_KEY]), runs, lumis)
 
 
 def candidates(leptons: LeptonTable) -> ak.Array:
@@ -454,7 +508,7 @@ def objects(events: ak.Array, direction: int = 0) -> FourLeptons:
     lepton_flags, best = four_lepton_selection(table)
     hlt = events.HLT if "HLT" in events.fields else ak.Array(np.zeros(len(events)))
     flags = {"trigger": trigger_mask(hlt, meta), "golden": golden_mask(events, meta), **lepton_flags}
-    return FourLeptons(flags, best, candidates(table))
+    return FourLeptons(flags, best, table)
 
 
 def lepton_scale(events: ak.Array, record: FourLeptons, meta: Mapping, direction: int) -> tuple:
@@ -543,58 +597,82 @@ SELECTION = (
 )
 
 
-def _pair_indices(second_start: np.ndarray, second_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (i, j): each first object i paired with every second object j of its event.
+@numba.njit(cache=True)
+def _clean_jets(counts, pt, eta, phi, jet_id, lep_counts, lep_eta, lep_phi, lead, n_good) -> None:
+    """Fill per event the good jets' number and the flat indices of the two leading ones (-1: none).
 
-    ``second_start``, ``second_counts``: per first object, where its event's second objects
-    begin in their flat array and how many there are.
+    Good: pT > 30 GeV, |eta| < 4.7, the tight ID bit (``jet_id`` empty: no ID), ΔR > 0.4
+    (`vector`, in float64) from every lepton of the event. Leading: by pT, the earlier jet
+    first on a tie (as a stable sort).
     """
-    i = np.repeat(np.arange(len(second_counts)), second_counts)
-    within = np.arange(len(i)) - np.repeat(np.cumsum(second_counts) - second_counts, second_counts)
-    return i, np.repeat(second_start, second_counts) + within
+    k0, m0 = 0, 0
+    for e in range(len(counts)):
+        first, second = -1, -1
+        for k in range(k0, k0 + counts[e]):
+            if not (pt[k] > JET_PT_MIN and abs(eta[k]) < JET_ETA_MAX):
+                continue
+            if len(jet_id) and (jet_id[k] & JET_ID_TIGHT_BIT) == 0:
+                continue
+            jet = vector.obj(rho=1.0, phi=np.float64(phi[k]), eta=np.float64(eta[k]))
+            clean = True
+            for m in range(m0, m0 + lep_counts[e]):
+                lep = vector.obj(rho=1.0, phi=np.float64(lep_phi[m]), eta=np.float64(lep_eta[m]))
+                if jet.deltaR(lep) <= JET_LEPTON_DR_MIN:
+                    clean = False
+                    break
+            if clean:
+                n_good[e] += 1
+                if first < 0 or pt[k] > pt[first]:
+                    first, second = k, first
+                elif second < 0 or pt[k] > pt[second]:
+                    second = k
+        lead[e, 0], lead[e, 1] = first, second
+        k0 += counts[e]
+        m0 += lep_counts[e]
 
 
-def good_jets(jets: ak.Array, leptons: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Return the good jets' flat columns (by pT within each event) and their counts per event.
+def good_jets(jets: ak.Array, leptons: LeptonTable) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """Return the two leading good jets' columns (float64; 0 where absent) and the good jets per event.
 
     Good: pT > 30 GeV, |eta| < 4.7, the tight ID where the file has ``Jet_jetId``, ΔR > 0.4
-    from every identified, isolated lepton of the event.
+    from every identified, isolated lepton of the event (:func:`_clean_jets`).
     """
     counts = ak.to_numpy(ak.num(jets.pt, axis=1))
-    cols = {f: _flat(jets[f]).astype(np.float64) for f in JET_FIELDS}
-    ok = (cols["pt"] > JET_PT_MIN) & (np.abs(cols["eta"]) < JET_ETA_MAX)
-    if "jetId" in jets.fields:
-        ok &= (_flat(jets.jetId) & JET_ID_TIGHT_BIT) > 0
-    event = np.repeat(np.arange(len(counts)), counts)
-    lep_counts = ak.to_numpy(ak.num(leptons.eta, axis=1))
-    lep = vector.array(
-        {"pt": np.ones(int(lep_counts.sum())), "eta": _flat(leptons.eta), "phi": _flat(leptons.phi)}
+    cols = {f: _flat(jets[f]) for f in JET_FIELDS}
+    jet_id = _flat(jets.jetId) if "jetId" in jets.fields else np.zeros(0, dtype=np.int32)
+    lead = np.empty((len(counts), 2), dtype=np.int64)
+    n_jets = np.zeros(len(counts), dtype=np.int64)
+    lep = leptons.columns
+    _clean_jets(
+        counts,
+        cols["pt"],
+        cols["eta"],
+        cols["phi"],
+        jet_id,
+        leptons.counts,
+        lep["eta"],
+        lep["phi"],
+        lead,
+        n_jets,
     )
-    cand = np.flatnonzero(ok)
-    lep_start = (np.cumsum(lep_counts) - lep_counts)[event[cand]]
-    i, j = _pair_indices(lep_start, lep_counts[event[cand]])
-    jet_dir = vector.array({"pt": np.ones(len(i)), "eta": cols["eta"][cand[i]], "phi": cols["phi"][cand[i]]})
-    ok[cand[i[jet_dir.deltaR(lep[j]) <= JET_LEPTON_DR_MIN]]] = False
-    keep, event = np.flatnonzero(ok), event[ok]
-    pt = cols["pt"][keep]
-    if np.any((np.diff(pt) > 0) & (np.diff(event) == 0)):  # NanoAOD jets come pT-ordered; if not:
-        order = np.lexsort((-pt, event))
-        keep, event = keep[order], event[order]
-    return {f: v[keep] for f, v in cols.items()}, np.bincount(event, minlength=len(counts))
+    out = []
+    for i in range(2):
+        has = lead[:, i] >= 0
+        rows = np.where(has, lead[:, i], 0)
+        out.append(
+            {f: np.where(has, v[rows].astype(np.float64) if len(v) else 0.0, 0.0) for f, v in cols.items()}
+        )
+    return out, n_jets
 
 
-def _jet_columns(jets: dict[str, np.ndarray], n_jets: np.ndarray) -> dict[str, np.ndarray]:
+def _jet_columns(lead: list[dict[str, np.ndarray]], n_jets: np.ndarray) -> dict[str, np.ndarray]:
     """Return f_jet1/2 (pt, eta, phi), f_massjj, f_deltajj (-999 where undefined) and n_jets.
 
     m_jj in float64 (`vector`): summed in float32, forward jets (E >> m_jj) lose 1e-4 of it.
     """
-    start = np.cumsum(n_jets) - n_jets
     out: dict[str, np.ndarray] = {"n_jets": n_jets}
-    lead = []
     for i in range(2):
         has = n_jets > i
-        rows = np.where(has, start + i, 0)
-        lead.append({f: np.where(has, v[rows] if len(v) else 0.0, 0.0) for f, v in jets.items()})
         for name in ("pt", "eta", "phi"):
             out[f"f_jet{i + 1}_{name}"] = np.where(has, lead[i][name], UNDEFINED)
     has_two = n_jets >= VBF_MIN_JETS
@@ -613,7 +691,7 @@ def observables(events: ak.Array, selected: FourLeptons) -> ak.Array:
         "f_Z2mass": best["z2_mass"],
         "sum_pdg": best["sum_pdg"].astype(np.int64),
         **{f"f_lept{i}_{v}": best[f"lep{i}_{v}"] for i in range(1, 5) for v in ("pt", "eta", "phi")},
-        **_jet_columns(*good_jets(events.Jet, selected.leptons)),
+        **_jet_columns(*good_jets(events.Jet, selected.table)),
     }
     return ak.zip(cols)
 

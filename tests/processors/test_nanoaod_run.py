@@ -206,6 +206,22 @@ def test_golden_json_keeps_exactly_the_certified_lumi_sections(tmp_path):
         _run(tmp_path, fileset=_fileset(tmp_path, {"DoubleMuon": data}, lumi_mask="nowhere.json"))
 
 
+def test_golden_json_lookup_agrees_with_coffea_lumimask(tmp_path):
+    # the numpy lookup replaces coffea's LumiMask (whose import compiles numba kernels for 6 s):
+    # the same pairs pass, at range edges, lumi section 0, unsorted runs and runs not in the JSON
+    from coffea.lumi_tools import LumiMask
+
+    golden = {"297050": [[1, 80], [91, 200]], "297051": [[1, 4]], "297100": [[0, 3], [5, 5], [7, 100]]}
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps(golden))
+    rng = np.random.default_rng(3)
+    runs = rng.choice([297049, 297050, 297051, 297100, 297101], 20_000).astype(np.uint32)
+    lumis = rng.integers(0, 210, 20_000).astype(np.uint32)
+    expected = LumiMask(str(path))(runs, lumis)
+    assert 0 < expected.sum() < len(runs)
+    np.testing.assert_array_equal(nano.lumi_mask(str(path), runs, lumis), expected)
+
+
 def test_an_event_in_two_primary_datasets_is_counted_once(tmp_path):
     # events 1, 2 fire DoubleEG and DoubleMuon paths (so they are in both files); 3 only DoubleMuon;
     # 4 only DoubleEG; 5 DoubleMuon and MuonEG (so it is in both of those files)
