@@ -260,6 +260,9 @@ def _local_dask_config():
     on 2 cores, and 0.7 s to stop); a forked one inherits this process' imports: measured on
     2 workers, start 2.2 -> 0.1 s, close 0.75 -> 0.03 s. The worker modules are imported here
     first. A dask configuration that names another method than dask's default (spawn) is kept.
+    The fork may run beside the input checks' threads: CPython re-initialises the import,
+    logging and ``concurrent.futures`` locks in the child, and a worker runs only dask's and
+    hepsieve's code.
     """
     import dask
 
