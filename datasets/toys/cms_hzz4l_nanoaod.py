@@ -19,7 +19,9 @@ that the CMS reduced-ntuple and ATLAS toys use too (all momenta in GeV):
   by the fileset's ``skim_efficiency``, the fraction of generated events with 4 leptons), so
   the normalised yield is xsec x br x lumi x (the fraction selected).
 * ``genWeight``: Powheg-like positive weights for H, ZZ and ttbar; +-26331 with 16 %
-  negative for Z+jets (as in the real DY file).
+  negative for Z+jets (as in the real DY file). ``LHEScaleWeight`` (9: muR, muF) and
+  ``PSWeight`` (4: ISR, FSR) as w_var / w_nominal, a few per cent per event (simulation only;
+  no ``puWeight``: NanoAOD-tools adds it, the toy does not).
 * pseudo-data for the fileset's luminosity: per MC sample, Poisson(expected written yield)
   events from an independent pool, drawn by weight, in (run, lumi section) pairs of which 5 %
   lie outside the toy golden JSON the generator writes; each event is written into every
@@ -76,6 +78,15 @@ GOLDEN_JSON = "Cert_Collisions17_toy_GoldenJSON.json"
 GOOD_LUMI_FRACTION = 1 - (BAD_LUMIS[1] - BAD_LUMIS[0] + 1) / LUMIS_PER_RUN
 TRIGGER_EFFICIENCY = 0.98
 MUON_ACCEPTANCE, ELECTRON_ACCEPTANCE = (3.0, 2.4), (5.0, 2.5)  # (pT min, |eta| max)
+#: generator weights (w_var / w_nominal): per event, log(w) per doubling of the renormalisation
+#: scale ~ N(mean, width) by production (largest for gluon-initiated ggH and ttbar), of the
+#: factorisation scale ~ N(-0.02, 0.01); parton-shower ISR / FSR: log(w) ~ N(0, width), with
+#: scale 2 and 1/2 reciprocal
+RENORMALISATION_LOG_SLOPE = {"vbf": (-0.01, 0.01), "ggh": (-0.09, 0.03), "zz": (-0.04, 0.015),
+                             "zjets": (-0.05, 0.02), "ttbar": (-0.10, 0.03)}  # fmt: skip
+FACTORISATION_LOG_SLOPE = (-0.02, 0.01)
+SHOWER_LOG_WIDTH = {"isr": 0.04, "fsr": 0.03}
+GENERATOR_WEIGHT_BRANCHES = ("LHEScaleWeight", "PSWeight")
 
 # --- the NanoAOD layout: collections, their fields and types ---
 MUON_TYPES = {
@@ -370,6 +381,24 @@ def gen_weights(rng, production: str, n: int) -> np.ndarray:
     return w0 * spread * np.where(rng.random(n) < f, -1.0, 1.0)
 
 
+def generator_weights(rng, production: str, n: int) -> dict[str, ak.Array]:
+    """Return ``LHEScaleWeight`` and ``PSWeight`` of ``n`` events, as NanoAOD stores them.
+
+    ``LHEScaleWeight``: 9 per event, muR x muF in {0.5, 1, 2}^2 row-major ([4] = 1, the
+    nominal); ``PSWeight``: 4, [0] ISR = 0.5, [1] FSR = 0.5, [2] ISR = 2, [3] FSR = 2.
+    """
+    (mean, width), (f_mean, f_width) = RENORMALISATION_LOG_SLOPE[production], FACTORISATION_LOG_SLOPE
+    steps = np.log2([0.5, 1.0, 2.0])
+    a_r, a_f = rng.normal(mean, width, n), rng.normal(f_mean, f_width, n)
+    lhe = np.exp(a_r[:, None, None] * steps[None, :, None] + a_f[:, None, None] * steps[None, None, :])
+    isr, fsr = (rng.normal(0.0, SHOWER_LOG_WIDTH[k], n) for k in ("isr", "fsr"))
+    ps = np.exp(np.stack([-isr, -fsr, isr, fsr], axis=1))
+    return {
+        name: ak.unflatten(values.reshape(n, -1).ravel().astype(np.float32), np.full(n, values[0].size))
+        for name, values in (("LHEScaleWeight", lhe), ("PSWeight", ps))
+    }
+
+
 def _layout(columns: dict[str, Any], version: str) -> dict[str, Any]:
     """Return the branches of one batch in the layout of NanoAOD ``version`` (v9 or v15)."""
     if version not in VERSIONS:
@@ -460,6 +489,8 @@ def _mc_batches(rng, production: str, n_events: int, skim_efficiency: float):
         cum_n = gen_count + (rows + 1) / skim_efficiency
         columns = _take(columns, slice(0, len(rows)))
         columns["genWeight"] = w[rows]
+        # a spawned stream: the events of a seed stay those of the toys without these branches
+        columns |= generator_weights(rng.spawn(1)[0], production, len(rows))
         gen_sumw, gen_count = cum_w[-1], cum_n[-1]
         done += len(rows)
         yield columns, cum_w, cum_n
@@ -519,6 +550,8 @@ def _pseudo_data(rng, meta: dict, expected: float) -> dict[str, Any] | None:
         return None
     pool, _, _ = next(_mc_batches(rng, meta["production"], max(3 * n_data, 300), 1.0))
     weight = np.clip(pool.pop("genWeight").astype(np.float64), 0, None)
+    for name in GENERATOR_WEIGHT_BRANCHES:  # simulation only
+        pool.pop(name)
     pick = rng.choice(len(weight), size=min(n_data, len(weight)), replace=False, p=weight / weight.sum())
     return _take(pool, np.sort(pick))
 

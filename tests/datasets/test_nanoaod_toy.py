@@ -101,6 +101,7 @@ def test_pseudo_data_overlaps_between_primary_datasets_and_lies_partly_outside_t
         assert (
             "genWeight" not in tree and "genEventSumw" not in uproot.open(tmp_path / f"{pd}_0.root")["Runs"]
         )
+        assert not {"LHEScaleWeight", "PSWeight"} & set(tree.keys())  # generator weights: simulation only
         arr = tree.arrays(["run", "luminosityBlock", "event"], library="np")
         ids[pd] = set(zip(arr["run"], arr["luminosityBlock"], arr["event"], strict=True))
     assert ids["DoubleEG"] & ids["DoubleMuon"]  # 2e2mu events fire both: the same event twice

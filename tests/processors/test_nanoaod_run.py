@@ -448,6 +448,22 @@ def test_lepton_scale_histograms_in_a_run_and_the_cutflow_stays_nominal(nano_sco
     assert n_cat > 0
 
 
+def test_the_toys_generator_weights_vary_the_simulation_only(nano_toy_dir, nano_scored):
+    # the toy's LHEScaleWeight / PSWeight (issue 12): muR = 2 lowers the rate (log-slope < 0 per
+    # production), the shower weights move each event by a few per cent either way
+    h = nano_scored.histograms["m4l"]
+    for dataset in ("ZZTo4L", "TTTo2L2Nu"):
+        rate = {v: h[{"dataset": dataset, "variation": v}].sum(flow=True).value for v in h.axes["variation"]}
+        assert rate["muRUp"] < rate["nominal"] < rate["muRDown"]
+        assert rate["muFUp"] < rate["nominal"] < rate["muFDown"]
+        assert 0.85 < rate["muRUp"] / rate["nominal"] < 0.999
+        for shower in ("isrUp", "isrDown", "fsrUp", "fsrDown"):
+            assert rate[shower] != rate["nominal"] and abs(rate[shower] / rate["nominal"] - 1) < 0.05
+    with uproot.open(nano_toy_dir / "ZZTo4L_0.root") as fin:
+        scale = fin["Events"]["LHEScaleWeight"].array()
+    assert set(ak.num(scale).to_numpy()) == {9} and ak.all(scale[:, 4] == 1)
+
+
 def test_bench_runs_nanoaod_beside_the_io_floor_of_the_branches_read(nano_toy_dir, tmp_path):
     from hepsieve.processors.bench import bench
 
@@ -457,8 +473,10 @@ def test_bench_runs_nanoaod_beside_the_io_floor_of_the_branches_read(nano_toy_di
     rows = report["results"]
     name = next(n for n in rows if n.startswith("I/O floor"))
     io = rows[name]
-    # the analysis' branches, genWeight, every HLT path of the trigger table, Jet_jetId (v9)
-    n_read = len(nano.BRANCHES) + 1 + sum(len(p) for p in SPEC["metadata"]["triggers"].values()) + 1
+    # the analysis' branches, genWeight, every HLT path of the trigger table, Jet_jetId (v9),
+    # the toy's generator weights with their counters (nLHEScaleWeight, LHEScaleWeight, nPSWeight, PSWeight)
+    triggers = sum(len(p) for p in SPEC["metadata"]["triggers"].values())
+    n_read = len(nano.BRANCHES) + 1 + triggers + 1 + 2 * len(nano.GENERATOR_WEIGHTS)
     assert f"uproot read of the {n_read} branches, 1 process(es)" in name
     total = sum(uproot.open(f)["Events"].num_entries for f in toy_dir.glob("*.root"))
     assert io["events"] == rows["hepsieve iterative, 1 worker(s)"]["events"] == total
