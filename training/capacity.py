@@ -53,10 +53,17 @@ def run(args: argparse.Namespace) -> dict:
     model = build_mlp(x_fit.mean(axis=0), x_fit.std(axis=0), hidden, args.dropout, args.activation)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, args.decay)
-    state: dict[str, Any] = {"epoch": 0, "history": {"val_loss": [], "test_auc": []}}
+    shaped_by = {k: v for k, v in vars(args).items() if k not in ("epochs", "checkpoint")}
+    shaped_by["features"] = str(Path(args.features).resolve())
+    state: dict[str, Any] = {"epoch": 0, "history": {"val_loss": [], "test_auc": []}, "options": shaped_by}
     path = Path(args.checkpoint)
     if path.exists():
         state = torch.load(path, weights_only=False)
+        if state.get("options") != shaped_by:
+            raise SystemExit(
+                f"{path}: written with other options ({state.get('options')}); "
+                "give another --checkpoint or delete it"
+            )
         for obj, key in ((model, "model"), (opt, "opt"), (sched, "sched")):
             obj.load_state_dict(state[key])
     torch.manual_seed(args.seed + state["epoch"])

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import torch
 
 from hepsieve.training.capacity import main
@@ -22,3 +23,11 @@ def test_capacity_resumes_from_its_checkpoint(higgs_features, tmp_path, capsys):
     assert "epoch 3: val loss" in out
     aucs = [float(a) for a in re.findall(r"held-out AUC (\d\.\d+)", out)]
     assert all(0.5 < a < 1 for a in aucs)
+
+
+def test_capacity_refuses_a_checkpoint_of_other_options(higgs_features, tmp_path):
+    checkpoint = tmp_path / "mlp.pt"
+    argv = ["higgs-uci", "--features", str(higgs_features), "--hidden", "8", "--checkpoint", str(checkpoint)]
+    assert main([*argv, "--epochs", "1"]) == 0
+    with pytest.raises(SystemExit, match="written with other options"):
+        main([*argv, "--epochs", "1", "--lr", "0.01"])
