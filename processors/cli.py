@@ -714,6 +714,24 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 600 else f"{text[:600]} ... (-v for all of it)"
 
 
+def _import_vector_without_sympy() -> None:
+    """Import ``vector`` without its sympy backend; ``sympy`` itself stays importable.
+
+    vector imports sympy whenever it is installed (torch needs it, so training installs have
+    it): 0.34 s of every command's start, for symbolic vectors no hepsieve command uses.
+    Nothing is changed when either module is already imported.
+    """
+    if "vector" in sys.modules or "sympy" in sys.modules:
+        return
+    sys.modules["sympy"] = None  # type: ignore[assignment]  # import sympy -> ImportError
+    try:
+        import vector  # noqa: F401
+    except ImportError:
+        pass  # vector is a dependency; its absence is reported where it is used
+    finally:
+        del sys.modules["sympy"]
+
+
 def console_main() -> None:
     """Run the ``hepsieve`` command: :func:`main`, then exit without finalising the interpreter.
 
@@ -722,6 +740,7 @@ def console_main() -> None:
     streams are flushed; a non-daemon thread still running (none is expected) gets the normal
     exit, which waits for it.
     """
+    _import_vector_without_sympy()
     status = main()
     if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(status)

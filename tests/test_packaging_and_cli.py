@@ -182,3 +182,25 @@ def test_the_command_exits_with_mains_status_and_its_output_flushed(tmp_path, ar
         assert done.stderr.strip().endswith("own Analysis)") and "unknown analysis" in done.stderr
     else:
         assert "higgs-uci" in done.stdout
+
+
+VECTOR_WITHOUT_SYMPY = """
+import atexit, sys
+from hepsieve.processors import cli
+atexit.register(lambda: print("vector" in sys.modules, "sympy" in sys.modules))
+sys.argv = ["hepsieve", "analyses"]
+cli.console_main()
+"""
+
+
+def test_the_command_imports_vector_without_sympy_which_stays_importable():
+    """vector imports sympy when installed (0.34 s of every command's start); hepsieve never uses it."""
+    command = [sys.executable, "-c", VECTOR_WITHOUT_SYMPY]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["True", "False"]
+    code = (
+        "from hepsieve.processors import cli; cli._import_vector_without_sympy()\n"
+        "import sympy, vector; print(vector.VectorSympy, sympy.Symbol('x') + 1)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "x", "+", "1"]

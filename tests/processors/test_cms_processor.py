@@ -3,6 +3,7 @@
 import json
 import pickle
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -168,21 +169,48 @@ def test_local_dask_and_futures_workers_are_tuned_and_warmed():
 @pytest.mark.skipif(sys.platform != "linux", reason="forked dask workers are used on Linux only")
 def test_local_dask_workers_are_forked_with_this_process_imports(monkeypatch):
     import dask
+    from distributed import versions
 
     from hepsieve.processors import executors
 
     def probe():
-        module = sys.modules["hepsieve.processors.executors"]
-        return getattr(module, "_fork_probe", None), "pandas" in sys.modules
+        return getattr(sys.modules["hepsieve.processors.executors"], "_fork_probe", None)
 
     # a forked worker sees this process' state, a spawned one a fresh import of the module
     monkeypatch.setattr(executors, "_fork_probe", 42, raising=False)
     with make_executor("dask", 1, None, progress=False) as ex:
-        assert list(ex.client.run(probe).values()) == [(42, True)]
+        assert list(ex.client.run(probe).values()) == [42]
+        # no process of the local cluster reports pandas, so none imports it; no mismatch
+        reported = ex.client.get_versions(check=True)
+        processes = [reported["scheduler"], reported["client"], *reported["workers"].values()]
+        assert all("pandas" not in p["packages"] and "numpy" in p["packages"] for p in processes)
+    # restored for a later cluster of other machines, which compares pandas again
+    assert "pandas" in dict(versions.optional_packages)
     # a dask configuration naming another start method is kept
     method = "distributed.worker.multiprocessing-method"
     with dask.config.set({method: "forkserver"}), executors._local_dask_config():
         assert dask.config.get(method) == "forkserver"
+        assert "pandas" in dict(versions.optional_packages)
+
+
+LOCAL_DASK_RUN = """
+import sys
+from hepsieve.processors.executors import make_executor
+with make_executor("dask", 1, None, progress=False) as ex:
+    out, _ = ex([1, 2, 3], lambda x: {"n": x}, {})  # coffea's DaskExecutor: import dask.dataframe
+    worker = list(ex.client.run(lambda: "pandas" in sys.modules).values())
+print(out["n"], worker, "pandas" in sys.modules, "dask.dataframe.dask_expr" in sys.modules)
+"""
+
+
+def test_a_local_dask_run_imports_neither_pandas_nor_dask_dataframe():
+    """The two imports were 0.4 s and 0.5-0.8 s of a run's start; dask.dataframe still loads when used."""
+    out = subprocess.run([sys.executable, "-c", LOCAL_DASK_RUN], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["6", "[False]", "False", "False"]
+    use = 'import dask.dataframe as dd; print(dd.from_pandas.__name__, out["n"]'
+    used = LOCAL_DASK_RUN.replace('print(out["n"]', use)
+    out = subprocess.run([sys.executable, "-c", used], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["from_pandas", "6", "[False]", "True", "True"]
 
 
 def test_preflight_gives_coffea_its_file_metadata(
