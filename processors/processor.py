@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,12 @@ def make_histograms(
 
     ``coded``: the category axis is the categories' integer codes (0, 1, ... in the analysis'
     order), as the chunk pipeline fills it; :func:`with_category_names` turns it into names.
+    It is an ``Integer`` axis with the overflow bin of a category axis (the same bins; a fill
+    takes half the time of an ``IntCategory`` one, which looks every code up).
     """
     names = list(analysis.categories.names)
     category = (
-        hist.axis.IntCategory(range(len(names)), name="category", label="Category")
+        hist.axis.Integer(0, len(names), underflow=False, name="category", label="Category")
         if coded
         else hist.axis.StrCategory(names, name="category", label="Category")
     )
@@ -250,11 +252,7 @@ class AnalysisProcessor(processor.ProcessorABC):
             cutflow.add(f"category {name}", rows, w)
         scored = np.logical_or.reduce([categories[c] for c in a.scoring.categories])
         columns = self._feature_columns(observables if scored.all() else observables[scored])
-        finite = (
-            np.logical_and.reduce([np.isfinite(c) for c in columns.values()])
-            if columns
-            else np.ones(np.count_nonzero(scored), dtype=bool)
-        )
+        finite = _all_finite(columns.values(), np.count_nonzero(scored))
         _warn_non_finite(meta, int(np.count_nonzero(~finite)))
         scored_idx = np.flatnonzero(scored)[finite]
         scored_mask = np.zeros(len(w), dtype=bool)
@@ -294,13 +292,15 @@ class AnalysisProcessor(processor.ProcessorABC):
         if not self.analysis.categories.exclusive:
             return None
         codes = np.full(n, -1, dtype=np.intp)
+        in_any = np.zeros(n, dtype=bool)
         for i, mask in enumerate(masks.values()):
-            if i and (codes[mask] >= 0).any():
+            if i and np.any(in_any & mask):
                 raise ConfigurationError(
                     f"analysis {self.analysis.name!r}: categories overlap; "
                     "set Categories(exclusive=False) for overlapping regions"
                 )
-            codes[mask] = i
+            in_any |= mask
+            np.copyto(codes, i, where=mask)
         return codes
 
     def _feature_columns(self, observables: Any) -> dict[str, np.ndarray]:
@@ -482,6 +482,14 @@ class _Scored:
             self.codes = None if sel.codes is None else sel.codes[idx]
             self.categories = {c: m[idx] for c, m in sel.categories.items()}
             self.weights = weights[idx]
+
+
+def _all_finite(columns: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """Return whether each event's values are all finite, over every column (n events)."""
+    finite = np.ones(n, dtype=bool)
+    for column in columns:
+        finite &= np.isfinite(column)
+    return finite
 
 
 def _code_counts(codes: np.ndarray | None, n: int) -> np.ndarray | None:

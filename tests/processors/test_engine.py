@@ -286,3 +286,30 @@ def test_the_readme_analysis_example_builds():
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["ANALYSIS"].name == "my-dilepton"
     assert [s.label for s in namespace["ANALYSIS"].selection] == ["met > 20 GeV"]
+
+
+def test_overlapping_exclusive_categories_are_a_configuration_error(plugin_dir, monkeypatch):
+    import awkward as ak
+
+    from hepsieve.processors import Categories
+    from hepsieve.processors.processor import AnalysisProcessor
+
+    monkeypatch.chdir(plugin_dir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    analysis = get_analysis("my_dilepton:ANALYSIS")
+    events = ak.Array(
+        {"eventNumber": [1, 2, 3], "flavour": [11, 13, 13], "lep1_pt": [50.0] * 3, "lep2_pt": [30.0] * 3,
+         "mll": [91.0] * 3, "met": [40.0] * 3, "weight": [1.0] * 3}
+    )  # fmt: skip
+    meta = {"dataset": "signal", "filename": "f.parquet", "entrystart": 0, "entrystop": 3}
+    exclusive = AnalysisProcessor(analysis).process_chunk(events, meta)
+    assert exclusive["cutflow"]["signal"]["category mumu"]["n"] == 2
+    # the third event in both: a one-line error, not a double count
+    both = replace(
+        analysis, categories=Categories(("ee", "mumu"), lambda o: {"ee": [1, 0, 1], "mumu": [0, 1, 1]})
+    )
+    with pytest.raises(ConfigurationError, match="categories overlap; set Categories"):
+        AnalysisProcessor(both).process_chunk(events, meta)
+    open_ = replace(both, categories=replace(both.categories, exclusive=False))
+    cutflow = AnalysisProcessor(open_).process_chunk(events, meta)["cutflow"]["signal"]
+    assert cutflow["category ee"]["n"] == cutflow["category mumu"]["n"] == 2
