@@ -6,7 +6,10 @@ processor's chunks follow clusters of at most 100k entries; ``hepsieve bench`` e
 """
 
 import dataclasses
+import importlib.util
 import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -177,3 +180,17 @@ def test_bench_rounds_medians_checks_and_growth(higgs_toy_dir, higgs_models, tmp
     assert json.loads((tmp_path / "bench.json").read_text())["repeat"] == 3
     out = capsys.readouterr().out
     assert "median of 3 rounds" in out and "RDataFrame left out in this test" in out and "fit: wall" in out
+
+
+def test_the_bench_tries_root_in_a_child_so_its_forked_workers_never_inherit_it():
+    code = (
+        "import sys; from hepsieve.processors import bench_rdf\n"
+        "print(bench_rdf.rdf_unavailable(), 'ROOT' in sys.modules, 'cppyy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    why, root_here, cppyy_here = done.stdout.split("\n")[-2].rsplit(" ", 2)
+    assert (root_here, cppyy_here) == ("False", "False")
+    if importlib.util.find_spec("ROOT") is None:
+        assert why.startswith("ROOT is not installed")
+    else:  # the peers extra: ROOT works, and the bench process never imported it
+        assert why == "None"
