@@ -150,11 +150,18 @@ def test_bench_rounds_medians_checks_and_growth(higgs_toy_dir, higgs_models, tmp
     from hepsieve.processors.bench import bench
 
     monkeypatch.setattr(bench_rdf, "rdf_unavailable", lambda: "RDataFrame left out in this test")
+    from hepsieve.models import scorer
+
+    monkeypatch.setattr(scorer, "_SESSIONS", {})  # filled by the chunks this process runs
     report = bench(
         "higgs-uci", higgs_toy_dir, tmp_path, ["iterative"], workers=1, chunksize=5000,
         models_dir=higgs_models, model_names=["mlp"], repeat=3, growth_sizes=[5000, 22_000],
         growth_executor="iterative",
     )  # fmt: skip
+    # the processor rows ran in processes of their own, as a `hepsieve run` command does (dask
+    # workers forked from the bench process had inherited what the rows before left there): no
+    # iterative run's sessions (threads=0) here; the notebook row's (threads=1) are its own
+    assert scorer._SESSIONS and not [key for key in scorer._SESSIONS if key[1] == 0]
     rows = report["results"]
     kinds = {r["kind"] for r in rows.values()}
     assert kinds == {"io", "limit", "bare", "hepsieve", "notebook"}
