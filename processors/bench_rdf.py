@@ -100,9 +100,8 @@ HIGGS_FEATURES = 28
 def rdf_unavailable() -> str | None:
     """Return why the RDataFrame peers cannot run here (None: ``import ROOT`` works).
 
-    Tried in a child process: imported into the bench's own process, ROOT was inherited by the
-    dask workers forked for the later rounds, which then ran slower (HIGGS, 2 workers: 2.66M
-    events/s in the first round, 2.02M in the two after it).
+    Tried in a child process: imported into the bench's own process, ROOT (cling, its
+    memory) would be inherited by every process forked from it later.
     """
     if importlib.util.find_spec("ROOT") is None:
         return "ROOT is not installed: RDataFrame rows left out; pip install 'hepsieve[peers]'"
