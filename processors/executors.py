@@ -229,7 +229,8 @@ def _lazy_dask_dataframe() -> None:
     """
     name = "dask.dataframe"
     if name not in sys.modules and importlib.util.find_spec(name) is not None:
-        sys.modules[name] = _DeferredModule(name)
+        sys.modules[name] = stand_in = _DeferredModule(name)
+        setattr(sys.modules["dask"], "dataframe", stand_in)  # noqa: B010  (as an import would set it)
 
 
 class _DeferredModule(types.ModuleType):

@@ -252,7 +252,7 @@ class AnalysisProcessor(processor.ProcessorABC):
             cutflow.add(f"category {name}", rows, w)
         scored = np.logical_or.reduce([categories[c] for c in a.scoring.categories])
         columns = self._feature_columns(observables if scored.all() else observables[scored])
-        finite = _all_finite(columns.values(), np.count_nonzero(scored))
+        finite = _all_finite(columns.values(), int(np.count_nonzero(scored)))
         _warn_non_finite(meta, int(np.count_nonzero(~finite)))
         scored_idx = np.flatnonzero(scored)[finite]
         scored_mask = np.zeros(len(w), dtype=bool)
