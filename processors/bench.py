@@ -397,6 +397,34 @@ def scaling_lines(rows: dict[str, dict], workers: int) -> list[str]:
     return out
 
 
+def paired_lines(rounds: list[dict[str, dict]]) -> list[str]:
+    """Return, per processor row, its events/s over the baseline's in each round (and their median).
+
+    The baseline is the limit loop (the I/O floor where there is none) with the same
+    parallelism. Rows of one round run minutes apart at most, so on a noisy machine these
+    paired ratios vary less than the ratio of two medians taken from different rounds.
+    """
+    if len(rounds) < 2:
+        return []
+    out = []
+    first = rounds[0]
+    for name, row in first.items():
+        if row.get("kind") != "hepsieve":
+            continue
+        base = next(
+            (b for kind in ("limit", "io") for b, r in first.items()
+             if r.get("kind") == kind and r.get("parallel") == row["parallel"]),
+            None,
+        )  # fmt: skip
+        if base is None:
+            continue
+        ratios = [r[name]["events_per_s"] / r[base]["events_per_s"] for r in rounds]
+        kind = first[base]["kind"]
+        shown = " / ".join(f"{x:.2f}" for x in ratios)
+        out.append(f"per round, {name} / {kind}: {shown} (median {statistics.median(ratios):.2f})")
+    return out
+
+
 def growth_inputs(setup: BenchSetup, sizes: list[int]) -> list[tuple[int, Path, list[str]]]:
     """Return, per size, a directory of links to the first files holding at least that many events.
 
@@ -506,7 +534,7 @@ def _summarise(setup: BenchSetup, rounds: list[dict], check: dict, repeat: int) 
         f"{'all' if setup.variations is None else 'nominal only'}"
         + (f"; median of {repeat} rounds" if repeat > 1 else ""),
     )
-    lines = scaling_lines(rows, setup.workers) + list(checks.values()) + setup.notes
+    lines = scaling_lines(rows, setup.workers) + paired_lines(rounds) + list(checks.values()) + setup.notes
     lines.append(
         "load average (1/5/15 min) before each round: "
         + "; ".join("/".join(f"{v:.2f}" for v in x) for x in loads)

@@ -187,6 +187,11 @@ def test_bench_rounds_medians_checks_and_growth(higgs_toy_dir, higgs_models, tmp
     assert json.loads((tmp_path / "bench.json").read_text())["repeat"] == 3
     out = capsys.readouterr().out
     assert "median of 3 rounds" in out and "RDataFrame left out in this test" in out and "fit: wall" in out
+    # paired per round: each round's processor over that same round's limit loop
+    paired = [h / b for h, b in zip(hepsieve["events_per_s_runs"], limit["events_per_s_runs"], strict=True)]
+    shown = " / ".join(f"{x:.2f}" for x in paired)
+    line = f"per round, hepsieve iterative, 1 worker(s) / limit: {shown} (median {sorted(paired)[1]:.2f})"
+    assert line in out
 
 
 def test_the_bench_tries_root_in_a_child_so_its_forked_workers_never_inherit_it():
