@@ -367,7 +367,7 @@ def complete_metadata(spec: dict, meta: dict, data_dir: Path | None, inputs: Inp
     return out
 
 
-def _file_sum(fin, path: Path, total: FileSum) -> float:
+def _file_sum(fin, path: str, total: FileSum) -> float:
     """Return the sum of ``total``'s branch over its tree in an open file; InputFileError if absent."""
     if total.tree not in fin:
         raise InputFileError(
@@ -385,7 +385,7 @@ def _file_sum(fin, path: Path, total: FileSum) -> float:
 
 
 def inspect_file(path: Path, tree: str, inputs: Inputs, required: Collection[str], is_data: bool) -> dict:
-    """Return a file's per-file sums and what it looks like (``{"sums", "looks_like"}``).
+    """Return a local file's per-file sums and what it looks like (``{"sums", "looks_like"}``).
 
     Only for inputs with ``file_sums`` or ``describe``. A missing required branch raises
     InputFileError naming it and what the file looks like (e.g. its NanoAOD version); a
@@ -398,18 +398,50 @@ def inspect_file(path: Path, tree: str, inputs: Inputs, required: Collection[str
     except Exception:  # noqa: BLE001 (not ROOT, or damaged: the file check names the problem)
         return {}
     with fin:
-        looks_like = None
-        if tree in fin and inputs.describe is not None:
-            names = set(fin[tree].keys())
-            looks_like = inputs.describe(names)
-            missing = [b for b in required if b not in names]
-            if missing:
-                raise InputFileError(
-                    f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}; "
-                    f"the file looks like {looks_like}"
-                )
-        sums = {t.key: _file_sum(fin, path, t) for t in inputs.file_sums if not (is_data and t.mc_only)}
+        return _inspect_open(fin, str(path), tree, inputs, required, is_data)
+
+
+def _inspect_open(
+    fin, location: str, tree: str, inputs: Inputs, required: Collection[str], is_data: bool
+) -> dict:
+    """Return :func:`inspect_file`'s result from an open file."""
+    looks_like = None
+    if tree in fin and inputs.describe is not None:
+        names = set(fin[tree].keys())
+        looks_like = inputs.describe(names)
+        missing = [b for b in required if b not in names]
+        if missing:
+            raise InputFileError(
+                f"{location}: tree {tree!r} lacks branch(es) {', '.join(missing)}; "
+                f"the file looks like {looks_like}"
+            )
+    sums = {t.key: _file_sum(fin, location, t) for t in inputs.file_sums if not (is_data and t.mc_only)}
     return {"sums": sums, "looks_like": looks_like}
+
+
+def _inspect_checked(location: str, check: FileCheck) -> dict:
+    """Return the per-file sums of a file that passed its check (a URL, or known from preprocess).
+
+    The file is opened for its sums only when the analysis has some (e.g. the NanoAOD ``Runs``
+    tree); a URL is read with the check's timeout and retries.
+    """
+    inputs = check.inputs
+    if inputs is None or not any(not (check.is_data and t.mc_only) for t in inputs.file_sums):
+        return {}
+
+    def read() -> dict:
+        options = uproot_options(location, check.policy.timeout_s) if is_url(location) else {}
+        with uproot.open(location, **options) as fin:
+            return _inspect_open(fin, location, check.tree, inputs, (), check.is_data)
+
+    if is_url(location):
+        return with_retries(read, location, check.policy)
+    try:
+        return read()
+    except InputFileError:
+        raise
+    except Exception as err:  # noqa: BLE001 (uproot raises many types for damaged files)
+        raise InputFileError(f"{location}: cannot be read as ROOT ({type(err).__name__}: {err})") from None
 
 
 def dataset_totals(dataset: str, extras: list[dict]) -> dict:
@@ -492,11 +524,16 @@ def check_input_file(check: FileCheck) -> dict:
     location = check.entry
     try:
         location = locate(check.entry, check.data_dir)
-        if check.known is not None:
-            return {"location": location, "meta": _known_meta(check.known)}
+        if check.known is not None:  # entries, uuid and types from preprocess; sums from the file
+            return {
+                "location": location,
+                "meta": _known_meta(check.known),
+                "extra": _inspect_checked(location, check),
+            }
         extra = {}
         if is_url(location):
             meta = _check_url(location, check.tree, check.branches, check.fmt, check.policy)
+            extra = _inspect_checked(location, check)
         else:
             if check.inputs is not None:  # before the file check: names the file's version
                 required = check.branches["required"]

@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ from hepsieve.processors.analysis import (
     relative_variation,
 )
 from hepsieve.processors.errors import ConfigurationError, DataValueError
+
+log = logging.getLogger(__name__)
 
 # --- schema (SCHEMAS.md section 6) and the metadata keys of the fileset ---
 TREE = "Events"
@@ -431,6 +434,12 @@ def dataset_branches(meta: Mapping) -> dict[str, str]:
         raise ConfigurationError(f"data needs metadata {LUMI_MASK_KEY!r}: the golden JSON of its runs")
     if meta.get("is_data") and not meta.get(TRIGGERS_KEY):
         raise ConfigurationError(f"data needs metadata {TRIGGERS_KEY!r}: {{primary dataset: [HLT paths]}}")
+    if not meta.get(TRIGGERS_KEY):
+        log.warning(
+            "simulation (process %s) without a %r table in its metadata: no HLT requirement applied",
+            meta.get("process", "?"),
+            TRIGGERS_KEY,
+        )
     return {f"HLT_{p}": "bool" for paths in trigger_paths(meta).values() for p in paths}
 
 

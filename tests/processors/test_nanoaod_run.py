@@ -90,6 +90,57 @@ def test_weights_are_genweight_xsec_lumi_over_the_datasets_sumw(one_and_two_file
     assert (gen < 0).any()  # Z+jets: signed weights stay signed
 
 
+def _assert_same_normalised(result, reference, datasets=("VBF_HToZZTo4L", "DYJetsToLL_M-50")):
+    """The same Σ genEventSumw per dataset and the same histograms (sums to 1e-10: other chunks)."""
+    for ds in datasets:
+        assert result.record.datasets_meta[ds]["genEventSumw"] == pytest.approx(
+            reference.record.datasets_meta[ds]["genEventSumw"], rel=1e-12
+        )
+    assert result.histograms.keys() == reference.histograms.keys()
+    for name, h in reference.histograms.items():
+        assert np.allclose(h.values(), result.histograms[name].values(), rtol=1e-10, atol=0), name
+
+
+def test_nanoaod_over_http_is_normalised_from_the_remote_runs_trees(one_and_two_files, file_server, tmp_path):
+    _, split, _, two = one_and_two_files
+    with file_server(two) as server:
+        datasets = {
+            ds: SPEC["datasets"][ds]
+            | {"files": [f"{server.url}/{Path(f).name}" for f in split.record.fileset[ds]]}
+            for ds in ("VBF_HToZZTo4L", "DYJetsToLL_M-50")
+        }
+        remote = _run(two, fileset=_fileset(tmp_path, datasets), models=[])
+        assert {f for fs in remote.record.fileset.values() for f in fs} == {
+            f for d in datasets.values() for f in d["files"]
+        }
+    _assert_same_normalised(remote, split)
+
+
+def test_coffea_preprocess_output_is_normalised_from_its_files_runs_trees(one_and_two_files, tmp_path):
+    import warnings
+
+    from coffea.dataset_tools import preprocess
+
+    _, split, _, two = one_and_two_files
+    fileset = {
+        ds: {
+            "files": dict.fromkeys(split.record.fileset[ds], "Events"),
+            "metadata": SPEC["datasets"][ds]["metadata"]
+            | {k: SPEC[k] for k in ("lumi_pb", "lumi_uncertainty")}
+            | {"triggers": SPEC["metadata"]["triggers"]},  # a coffea fileset has no top-level metadata
+        }
+        for ds in ("VBF_HToZZTo4L", "DYJetsToLL_M-50")
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # coffea's advice to use its pydantic classes
+        available, _ = preprocess(fileset, step_size=250, scheduler="sync")
+    path = tmp_path / "preprocessed.json"
+    path.write_text(json.dumps(available, default=str))
+    result = _run(two, fileset=path, models=[])
+    assert all(info.get("steps") for v in available.values() for info in v["files"].values())
+    _assert_same_normalised(result, split)
+
+
 # ------------------------------- inputs: MC-only branches, versions -------------------------------
 def _strip(src: Path, dst: Path, drop: tuple[str, ...] = (), runs: dict | None = None) -> Path:
     """Copy a toy NanoAOD file without the branches ``drop`` (and with other Runs columns)."""
@@ -482,3 +533,12 @@ def test_bench_runs_nanoaod_beside_the_io_floor_of_the_branches_read(nano_toy_di
     assert io["events"] == rows["hepsieve iterative, 1 worker(s)"]["events"] == total
     assert not any(n.startswith("bare loop") for n in rows)  # NanoEvents: coffea only
     assert io["events_per_s"] > 0
+
+
+def test_simulation_without_a_trigger_table_runs_untriggered_and_says_so(caplog):
+    with caplog.at_level("WARNING"):
+        assert nano.dataset_branches({"is_data": False, "process": "zz"}) == {}
+    assert "process zz" in caplog.text and "no HLT requirement" in caplog.text
+    caplog.clear()
+    nano.dataset_branches({"is_data": False, "triggers": SPEC["metadata"]["triggers"]})
+    assert caplog.text == ""
