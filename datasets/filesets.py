@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import awkward as ak
 import numpy as np
@@ -283,9 +283,16 @@ def parquet_content_id(path: Path) -> bytes:
 
 
 def _check_root(
-    path: Path | str, tree: str, inputs: dict[str, dict[str, str]], options: dict | None = None
+    path: Path | str,
+    tree: str,
+    inputs: dict[str, dict[str, str]],
+    options: dict | None = None,
+    inspect: Callable[[Any], dict] | None = None,
 ) -> dict:
-    """Check a ROOT tree: branches, their types and shapes, and that the last entry reads."""
+    """Check a ROOT tree: branches, their types and shapes, and that the last entry reads.
+
+    ``inspect``, given the open file, adds its result as ``extra`` (a URL is opened once).
+    """
     with uproot.open(path, **(options or {})) as fin:
         if tree not in fin:
             found = ", ".join(fin.keys()) or "nothing"
@@ -303,7 +310,7 @@ def _check_root(
             {b: str(ak.type(last[b]).content) for b in read},
             {**inputs["required"], **inputs["optional"]},
         )
-        return {
+        meta = {
             "numentries": n,
             "uuid": fin.file.fUUID,
             "ttree": isinstance(ttree, uproot.TTree),
@@ -311,6 +318,7 @@ def _check_root(
             "clusters": cluster_starts(ttree),
             "filesize": getattr(fin.file.source, "num_bytes", None),
         }
+        return meta | {"extra": inspect(fin)} if inspect is not None else meta
 
 
 def cluster_starts(tree) -> list[int]:
@@ -461,18 +469,26 @@ def dataset_totals(dataset: str, extras: list[dict]) -> dict:
     return out
 
 
-def _check_url(
-    url: str, tree: str, inputs: dict[str, dict[str, str]], fmt: str, policy: RemotePolicy
-) -> dict:
-    """Check a ROOT file at a URL as :func:`_check_file` checks a local one (timeout, retries)."""
+def _check_url(url: str, check: FileCheck) -> dict:
+    """Check a ROOT file at a URL as :func:`_check_file` checks a local one (timeout, retries).
+
+    The file's sums (:func:`_inspect_open`) are read in the same open, as ``meta["extra"]``.
+    """
     check_url(url)
-    if fmt != "root":
+    if check.fmt != "root":
         raise ConfigurationError(
-            f"{url}: {fmt} input is read from local paths only; copy it or convert it to ROOT"
+            f"{url}: {check.fmt} input is read from local paths only; copy it or convert it to ROOT"
         )
-    meta = with_retries(
-        lambda: _check_root(url, tree, inputs, uproot_options(url, policy.timeout_s)), url, policy
-    )
+    policy = check.policy
+    inputs = check.inputs
+
+    def sums(fin) -> dict:
+        if inputs is None:
+            return {}
+        return _inspect_open(fin, url, check.tree, inputs, (), check.is_data)
+
+    options = uproot_options(url, policy.timeout_s)
+    meta = with_retries(lambda: _check_root(url, check.tree, check.branches, options, sums), url, policy)
     if meta["filesize"] is None:
         meta["filesize"] = with_retries(lambda: url_size(url, policy.timeout_s), url, policy)
     return meta
@@ -532,8 +548,8 @@ def check_input_file(check: FileCheck) -> dict:
             }
         extra = {}
         if is_url(location):
-            meta = _check_url(location, check.tree, check.branches, check.fmt, check.policy)
-            extra = _inspect_checked(location, check)
+            meta = _check_url(location, check)
+            extra = meta.pop("extra", {})
         else:
             if check.inputs is not None:  # before the file check: names the file's version
                 required = check.branches["required"]

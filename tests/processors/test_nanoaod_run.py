@@ -101,8 +101,11 @@ def _assert_same_normalised(result, reference, datasets=("VBF_HToZZTo4L", "DYJet
         assert np.allclose(h.values(), result.histograms[name].values(), rtol=1e-10, atol=0), name
 
 
-def test_nanoaod_over_http_is_normalised_from_the_remote_runs_trees(one_and_two_files, file_server, tmp_path):
+def test_nanoaod_over_http_is_normalised_from_the_remote_runs_trees(
+    one_and_two_files, file_server, tmp_path, monkeypatch
+):
     _, split, _, two = one_and_two_files
+    opened = _count_preflight_opens(monkeypatch)
     with file_server(two) as server:
         datasets = {
             ds: SPEC["datasets"][ds]
@@ -114,6 +117,28 @@ def test_nanoaod_over_http_is_normalised_from_the_remote_runs_trees(one_and_two_
             f for d in datasets.values() for f in d["files"]
         }
     _assert_same_normalised(remote, split)
+    urls = [f for d in datasets.values() for f in d["files"]]
+    assert sorted(opened) == sorted(urls)  # the preflight opens each URL once: checks and Runs sums
+
+
+def _count_preflight_opens(monkeypatch) -> list:
+    """Record every file the preflight (``datasets.filesets``) opens with uproot."""
+    import uproot
+
+    from hepsieve.datasets import filesets
+
+    opened: list = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(uproot, name)
+
+        def open(self, path, *args, **kwargs):
+            opened.append(str(path))
+            return uproot.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(filesets, "uproot", Counting())
+    return opened
 
 
 def test_coffea_preprocess_output_is_normalised_from_its_files_runs_trees(one_and_two_files, tmp_path):
