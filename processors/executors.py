@@ -7,6 +7,7 @@ import ctypes
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import logging
 import multiprocessing
 import re
@@ -20,11 +21,14 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+import cloudpickle
 import coffea.processor.executor as coffea_executor_module
+import lz4.frame
 from coffea import processor
 from coffea.util import coffea_console
 
 from hepsieve.processors.analysis import EXECUTORS
+from hepsieve.processors.chunkread import run_flat
 from hepsieve.processors.clusters import ClusterOptions, jobqueue_client
 from hepsieve.processors.errors import (
     ChunkError,
@@ -472,6 +476,21 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
+def _work_arguments(args: tuple, kwargs: dict) -> dict:
+    """Return coffea's work-function arguments by name, the chunk's processor unpickled once.
+
+    The dask executor passes ``(item, processor)`` as the item (``processor_instance="heavy"``);
+    the others pass the processor lz4-compressed and pickled.
+    """
+    bound = inspect.signature(processor.Runner._work_function).bind(*args, **kwargs).arguments
+    if bound["processor_instance"] == "heavy":
+        bound["item"], bound["processor_instance"] = bound["item"]
+    proc = bound["processor_instance"]
+    if not isinstance(proc, processor.ProcessorABC) and not callable(proc):
+        bound["processor_instance"] = cloudpickle.loads(lz4.frame.decompress(proc))
+    return dict(bound)
+
+
 class HepsieveRunner(processor.Runner):
     """coffea's Runner, with chunk errors that name the chunk and read failures told apart.
 
@@ -484,9 +503,11 @@ class HepsieveRunner(processor.Runner):
 
     @staticmethod
     def _work_function(*args: Any, **kwargs: Any) -> Any:
-        item = args[5] if len(args) > 5 else kwargs["item"]
+        bound = _work_arguments(args, kwargs)
+        item = bound["item"]
         try:
-            return processor.Runner._work_function(*args, **kwargs)
+            flat = run_flat(bound, bound["processor_instance"])
+            return flat if flat is not None else processor.Runner._work_function(**bound)
         except Exception as err:
             ours = hepsieve_cause(err)
             if ours is not None:

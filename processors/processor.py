@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,15 +193,25 @@ class AnalysisProcessor(processor.ProcessorABC):
         analysis code; read here, it is told apart from an analysis error (and
         ``--skip-bad-files`` can drop the chunk, reporting its entries as lost).
         """
-        inputs = self.analysis.input_flavour(meta.get("inputs"))
-        if inputs.schema != "base":
+        names = self.flat_branches(meta, events.fields)
+        if names is None:
             return events
-        names = [*inputs.required(bool(meta.get("is_data"))), *inputs.optional]
-        names = [n for n in dict.fromkeys(names) if n in events.fields]
         try:
             return ak.materialize(events[names])
         except Exception as err:  # uproot raises many types for damaged data
             raise ChunkReadError(f"{_where(meta)}: cannot be read ({type(err).__name__}: {err})") from err
+
+    def flat_branches(self, meta: Mapping, available: Collection[str]) -> list[str] | None:
+        """Return the branches a flat (``base`` schema) chunk reads, of ``available``; else None.
+
+        None for NanoEvents schemas, whose collections coffea builds, and for a processor whose
+        :meth:`process` is not this class' own (it is given coffea's events, as it expects).
+        """
+        inputs = self.analysis.input_flavour(meta.get("inputs"))
+        if inputs.schema != "base" or type(self).process is not _OWN_PROCESS:
+            return None
+        names = [*inputs.required(bool(meta.get("is_data"))), *inputs.optional]
+        return [n for n in dict.fromkeys(names) if n in available]
 
     def _weigh(self, events: ak.Array, objects: Any, meta: Mapping) -> np.ndarray:
         """Return the nominal weights; DataValueError naming the entries of non-finite ones."""
@@ -586,6 +596,10 @@ def _located(err: DataValueError, meta: Mapping, rows: np.ndarray | None) -> Dat
         return err
     idx = np.asarray(err.args[1])
     return DataValueError(f"{err.args[0]}, at {_entries(meta, idx if rows is None else rows[idx])}")
+
+
+#: the flat read calls :meth:`AnalysisProcessor.process_chunk` only where ``process`` is this one
+_OWN_PROCESS = AnalysisProcessor.process
 
 
 def _where(meta: Mapping) -> str:

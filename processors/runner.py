@@ -37,6 +37,7 @@ from hepsieve.models.scorer import OnnxScorer, default_models_dir, load_scorers
 from hepsieve.processors.analyses import get_analysis, ship_by_value
 from hepsieve.processors.analysis import Analysis, Inputs
 from hepsieve.processors.checkpoints import IdentityCheckpointer, run_identity
+from hepsieve.processors.chunkread import close_all
 from hepsieve.processors.clusters import ClusterOptions
 from hepsieve.processors.cutflow import cutflow_table
 from hepsieve.processors.errors import ChunkReadError, ConfigurationError, CutflowMismatchError, HepsieveError
@@ -333,6 +334,8 @@ def _execute(
         if ours is not None:
             raise ours from err
         raise HepsieveError(f"processing {analysis.name} failed: {type(err).__name__}: {err}") from err
+    finally:
+        close_all()  # the files the iterative executor's flat reads kept open in this process
     elapsed = time.perf_counter() - start
     return output, (startup, elapsed, worker_peak_rss_mb(ex))
 

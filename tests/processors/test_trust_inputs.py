@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -136,21 +137,39 @@ def test_jagged_branch_where_a_flat_one_is_expected(cms_toy_dir, data_dir, tmp_p
         _run(data_dir, tmp_path / "out")
 
 
-def test_read_failure_in_a_lazily_read_chunk_is_told_apart_from_an_analysis_error(higgs_toy_dir, monkeypatch):
-    """RNTuple and Parquet chunks are read lazily: the declared branches are read first, in a guard."""
+def _damage_the_second_read(monkeypatch, reader: str) -> list:
+    """Make the second chunk read raise OSError: flat (``tree.arrays``) or lazy (coffea)."""
     import awkward as ak
 
-    import hepsieve.processors.processor as processor_module
+    from hepsieve.processors import chunkread, executors
+    from hepsieve.processors import processor as processor_module
 
-    calls, materialize = [], ak.materialize
+    calls: list = []
 
-    def damaged(array):
+    def damaged(read, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:  # the second chunk read
             raise OSError("decompression failed")
-        return materialize(array)
+        return read(*args, **kwargs)
 
-    monkeypatch.setattr(processor_module.ak, "materialize", damaged)
+    if reader == "flat":
+        open_tree = chunkread.open_tree
+
+        def tree(*args):
+            opened = open_tree(*args)
+            return SimpleNamespace(arrays=lambda *a, **k: damaged(opened.arrays, *a, **k))
+
+        monkeypatch.setattr(chunkread, "open_tree", tree)
+    else:  # coffea's lazy NanoEvents (Parquet input): read first, in a guard
+        materialize = ak.materialize
+        monkeypatch.setattr(executors, "run_flat", lambda *a: None)
+        monkeypatch.setattr(processor_module.ak, "materialize", lambda a: damaged(materialize, a))
+    return calls
+
+
+@pytest.mark.parametrize("reader", ["flat", "coffea"])
+def test_read_failure_in_a_chunk_is_told_apart_from_an_analysis_error(higgs_toy_dir, monkeypatch, reader):
+    calls = _damage_the_second_read(monkeypatch, reader)
     kw = {"datasets": ["train"], "executor": "iterative", "chunksize": 5000, "progress": False}
     pattern = r"HIGGS_train_00\d\.root entries 0-5000: cannot be read \(OSError"
     with pytest.raises(ChunkReadError, match=pattern) as err:
