@@ -4,7 +4,7 @@ coffea's work function opens the file anew for every chunk (reading the TTree's 
 time) and builds NanoEvents over virtual arrays; for a flat tree that is a record array of the
 branches, which ``tree.arrays`` gives directly. Measured on the 11M UCI HIGGS toy, 200k chunks:
 the NanoEvents construction took ~45 ms of a 150 ms chunk, the read alone ~22 ms. NanoAOD
-(and any other NanoEvents schema) keeps coffea's path.
+(and any other NanoEvents schema), RNTuple and Parquet input keep coffea's path.
 
 The work item, metadata, checkpoints and the returned ``{"out", "processed"}`` are coffea's
 own (:meth:`coffea.processor.Runner._work_function`), so the Runner's accumulation, retries
@@ -13,6 +13,7 @@ and accounting are unchanged.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -23,10 +24,19 @@ import uproot
 
 from hepsieve.processors.errors import ChunkReadError
 
-#: the open trees of this process, least recently used first
-_OPEN: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
-#: how many files a process keeps open (a worker's chunks often come from a few files)
+#: how many files a thread keeps open (a worker's chunks often come from a few files)
 KEEP_OPEN = 4
+_LOCAL = threading.local()
+
+
+def open_files() -> OrderedDict[tuple, tuple[Any, Any]]:
+    """Return this thread's open trees, least recently used first.
+
+    Per thread: a dask worker with several threads never closes a file another thread reads.
+    """
+    if not hasattr(_LOCAL, "files"):
+        _LOCAL.files = OrderedDict()
+    return _LOCAL.files
 
 
 def _version(filename: str) -> tuple:
@@ -38,31 +48,33 @@ def _version(filename: str) -> tuple:
 
 
 def open_tree(filename: str, treename: str, options: dict, fileuuid: bytes) -> Any:
-    """Return the tree of ``filename``, kept open for the next chunks of this process.
+    """Return the tree of ``filename``, kept open for the next chunks of this thread.
 
     The key holds the file's UUID from the input check and, for a local file, its inode, size
     and modification time, so a file replaced since is never read through an old handle.
     """
     key = (filename, treename, repr(sorted(options.items())), fileuuid, _version(filename))
-    if key in _OPEN:
-        _OPEN.move_to_end(key)
-        return _OPEN[key][1]
+    files = open_files()
+    if key in files:
+        files.move_to_end(key)
+        return files[key][1]
     fin = uproot.open(filename, **options)
     try:
         tree = fin[treename]
     except Exception:
         fin.close()
         raise
-    _OPEN[key] = (fin, tree)
-    while len(_OPEN) > KEEP_OPEN:
-        _OPEN.popitem(last=False)[1][0].close()
+    files[key] = (fin, tree)
+    while len(files) > KEEP_OPEN:
+        files.popitem(last=False)[1][0].close()
     return tree
 
 
 def close_all() -> None:
-    """Close the files this process keeps open."""
-    while _OPEN:
-        _OPEN.popitem()[1][0].close()
+    """Close the files this thread keeps open."""
+    files = open_files()
+    while files:
+        files.popitem()[1][0].close()
 
 
 def chunk_metadata(item: Any) -> dict:

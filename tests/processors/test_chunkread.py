@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -63,13 +64,15 @@ def test_a_file_rewritten_in_place_is_not_read_through_an_old_handle(tmp_path):
         chunkread.close_all()
 
 
-def test_a_process_keeps_few_files_open(tmp_path):
+def test_a_thread_keeps_few_files_open_and_its_own(tmp_path):
     paths = [str(tmp_path / f"f{i}.root") for i in range(chunkread.KEEP_OPEN + 2)]
     try:
         trees = [chunkread.open_tree(p, "t", {}, _write(p, [float(i)])) for i, p in enumerate(paths)]
-        assert len(chunkread._OPEN) == chunkread.KEEP_OPEN
+        assert len(chunkread.open_files()) == chunkread.KEEP_OPEN
         assert trees[-1]["x"].array(library="np").tolist() == [float(len(paths) - 1)]
         with pytest.raises(OSError, match="is closed"):  # the oldest was closed
             trees[0]["x"].array(library="np")
+        with ThreadPoolExecutor(1) as other:  # another thread opens, and closes, its own
+            assert other.submit(lambda: len(chunkread.open_files())).result() == 0
     finally:
         chunkread.close_all()
