@@ -70,6 +70,13 @@ def open_tree(filename: str, treename: str, options: dict, fileuuid: bytes) -> A
     return tree
 
 
+def forget(filename: str) -> None:
+    """Close and drop this thread's handles of ``filename``."""
+    files = open_files()
+    for key in [k for k in files if k[0] == filename]:
+        files.pop(key)[0].close()
+
+
 def close_all() -> None:
     """Close the files this thread keeps open."""
     files = open_files()
@@ -94,8 +101,13 @@ def read_flat(item: Any, names: list[str], options: dict) -> ak.Array:
     """Read ``names`` of a chunk; ChunkReadError naming the file and entries when it fails."""
     try:
         tree = open_tree(item.filename, item.treename, options, item.fileuuid)
-        return tree.arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop, library="ak")
+        events = tree.arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop, library="ak")
+        missing = [n for n in names if n not in events.fields]  # an RNTuple drops unknown names
+        if missing:
+            raise KeyError(f"no branch(es) {', '.join(missing)}")
+        return events
     except Exception as err:  # uproot raises many types for missing or damaged files
+        forget(item.filename)  # a retry (a remote file) opens it anew
         raise ChunkReadError(
             f"{item.filename} entries {item.entrystart}-{item.entrystop}: "
             f"cannot be read ({type(err).__name__}: {err})"

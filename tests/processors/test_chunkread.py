@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import pickle
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import uproot
 
 from hepsieve.processors import RunConfig, chunkread, executors, run
+from hepsieve.processors.errors import ChunkReadError
 
 
 def _histograms(out) -> dict:
@@ -45,8 +47,8 @@ def test_flat_read_gives_coffeas_nanoevents_results(analysis, toy, chunksize, re
 
 
 def _write(path, values) -> bytes:
-    with uproot.recreate(path) as fout:
-        fout["t"] = {"x": np.asarray(values, dtype=np.float64)}
+    with uproot.recreate(path) as fout:  # a TTree, as the flat read gets (RNTuples keep coffea's)
+        fout.mktree("t", {"x": np.float64}).extend({"x": np.asarray(values, dtype=np.float64)})
     with uproot.open(path) as fin:
         return fin.file.fUUID
 
@@ -74,5 +76,32 @@ def test_a_thread_keeps_few_files_open_and_its_own(tmp_path):
             trees[0]["x"].array(library="np")
         with ThreadPoolExecutor(1) as other:  # another thread opens, and closes, its own
             assert other.submit(lambda: len(chunkread.open_files())).result() == 0
+    finally:
+        chunkread.close_all()
+
+
+def test_a_failed_read_drops_the_files_handle_so_a_retry_reopens_it(tmp_path):
+    path = str(tmp_path / "f.root")
+    item = SimpleNamespace(
+        filename=path, treename="t", entrystart=0, entrystop=2, fileuuid=_write(path, [1.0, 2.0])
+    )
+    try:
+        assert chunkread.read_flat(item, ["x"], {}).x.tolist() == [1.0, 2.0]
+        assert len(chunkread.open_files()) == 1
+        with pytest.raises(ChunkReadError, match=r"f\.root entries 0-2: cannot be read"):
+            chunkread.read_flat(item, ["nothere"], {})
+        assert len(chunkread.open_files()) == 0
+    finally:
+        chunkread.close_all()
+
+
+def test_a_branch_an_rntuple_lacks_is_an_error_not_dropped(tmp_path):
+    path = str(tmp_path / "r.root")
+    with uproot.recreate(path) as fout:
+        fout["t"] = {"x": np.arange(3.0)}  # an RNTuple: uproot drops names it lacks, silently
+    item = SimpleNamespace(filename=path, treename="t", entrystart=0, entrystop=3, fileuuid=b"")
+    try:
+        with pytest.raises(ChunkReadError, match=r"r\.root entries 0-3: cannot be read .*no branch\(es\) y"):
+            chunkread.read_flat(item, ["x", "y"], {})
     finally:
         chunkread.close_all()
