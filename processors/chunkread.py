@@ -118,14 +118,16 @@ def run_flat(args: dict, proc: Any) -> dict | None:
     """Run one chunk by the flat read; None when coffea's own path applies.
 
     ``args`` are coffea's work-function arguments (bound by name, the processor unpacked).
-    The flat read applies to ROOT input of a processor with ``flat_branches`` (hepsieve's own)
-    whose analysis reads a flat tree, and when no metrics are asked for.
+    The flat read applies to TTree input (``preload``) of hepsieve's processor (not a subclass
+    overriding ``process``) whose analysis reads a flat tree, and when no metrics are asked for.
     """
     item = args["item"]
     if args["format"] != "root" or args["use_dataframes"] or args["savemetrics"] or item.preload is None:
         return None
+    if not getattr(proc, "takes_flat_chunks", lambda: False)():
+        return None
     metadata = chunk_metadata(item)
-    names = getattr(proc, "flat_branches", lambda *_: None)(metadata, item.preload)
+    names = proc.flat_branches(metadata, item.preload)
     if names is None:
         return None
     checkpointer = args["checkpointer"]

@@ -204,14 +204,21 @@ class AnalysisProcessor(processor.ProcessorABC):
     def flat_branches(self, meta: Mapping, available: Collection[str]) -> list[str] | None:
         """Return the branches a flat (``base`` schema) chunk reads, of ``available``; else None.
 
-        None for NanoEvents schemas, whose collections coffea builds, and for a processor whose
-        :meth:`process` is not this class' own (it is given coffea's events, as it expects).
+        None for NanoEvents schemas, whose collections coffea builds.
         """
         inputs = self.analysis.input_flavour(meta.get("inputs"))
-        if inputs.schema != "base" or type(self).process is not _OWN_PROCESS:
+        if inputs.schema != "base":
             return None
         names = [*inputs.required(bool(meta.get("is_data"))), *inputs.optional]
         return [n for n in dict.fromkeys(names) if n in available]
+
+    def takes_flat_chunks(self) -> bool:
+        """Return whether the flat read may call :meth:`process_chunk` directly.
+
+        Not for a subclass that overrides :meth:`process`: it is given coffea's events, as
+        it expects.
+        """
+        return type(self).process is _OWN_PROCESS
 
     def _weigh(self, events: ak.Array, objects: Any, meta: Mapping) -> np.ndarray:
         """Return the nominal weights; DataValueError naming the entries of non-finite ones."""

@@ -143,6 +143,7 @@ def _damage_the_second_read(monkeypatch, reader: str) -> list:
 
     from hepsieve.processors import chunkread, executors
     from hepsieve.processors import processor as processor_module
+    from hepsieve.processors import runner as runner_module
 
     calls: list = []
 
@@ -160,14 +161,24 @@ def _damage_the_second_read(monkeypatch, reader: str) -> list:
             return SimpleNamespace(arrays=lambda *a, **k: damaged(opened.arrays, *a, **k))
 
         monkeypatch.setattr(chunkread, "open_tree", tree)
-    else:  # coffea's lazy NanoEvents (Parquet input): read first, in a guard
+    else:  # coffea's lazy NanoEvents (Parquet input, a subclass's process): read first, in a guard
         materialize = ak.materialize
-        monkeypatch.setattr(executors, "run_flat", lambda *a: None)
+        if reader == "coffea":
+            monkeypatch.setattr(executors, "run_flat", lambda *a: None)
+        else:  # a subclass overriding process() gets coffea's events, and the guard too
+            monkeypatch.setattr(runner_module, "AnalysisProcessor", OwnProcess)
         monkeypatch.setattr(processor_module.ak, "materialize", lambda a: damaged(materialize, a))
     return calls
 
 
-@pytest.mark.parametrize("reader", ["flat", "coffea"])
+class OwnProcess(AnalysisProcessor):
+    """A user's processor: its own ``process``, which calls hepsieve's."""
+
+    def process(self, events):
+        return super().process(events)
+
+
+@pytest.mark.parametrize("reader", ["flat", "coffea", "subclass"])
 def test_read_failure_in_a_chunk_is_told_apart_from_an_analysis_error(higgs_toy_dir, monkeypatch, reader):
     calls = _damage_the_second_read(monkeypatch, reader)
     kw = {"datasets": ["train"], "executor": "iterative", "chunksize": 5000, "progress": False}
