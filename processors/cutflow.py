@@ -30,8 +30,8 @@ class Cutflow:
         """Record the events passing ``mask`` (over this chunk's events, or over ``weights``)."""
         w, w2 = self._with_squares(weights)
         n = int(np.count_nonzero(mask))
-        if n != len(w):  # an all-true mask would copy the weights for the same sums
-            w, w2 = w[mask], w2[mask]
+        if n != len(w):  # weights (finite, as the processor checks) times the mask: no copy, no branch
+            w, w2 = w * mask, w2 * mask
         self.steps[step] = {"n": n, "sumw": float(w.sum()), "sumw2": float(w2.sum())}
 
     def as_output(self) -> dict:

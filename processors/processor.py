@@ -271,11 +271,15 @@ class AnalysisProcessor(processor.ProcessorABC):
         columns = self._feature_columns(observables if scored.all() else observables[scored])
         finite = _all_finite(columns.values(), int(np.count_nonzero(scored)))
         _warn_non_finite(meta, int(np.count_nonzero(~finite)))
-        scored_idx = np.flatnonzero(scored)[finite]
-        scored_mask = np.zeros(len(w), dtype=bool)
-        scored_mask[scored_idx] = True
+        event_id = ak.to_numpy(selected[a.input_flavour(meta.get("inputs")).event_id])
+        if len(finite) == len(w) and finite.all():  # every selected event scored
+            scored_idx, scored_mask = np.arange(len(w)), finite
+        else:
+            scored_idx = np.flatnonzero(scored)[finite]
+            scored_mask = np.zeros(len(w), dtype=bool)
+            scored_mask[scored_idx] = True
+            event_id = event_id[scored_idx]
         cutflow.add(f"{'+'.join(a.scoring.categories)}: finite features", scored_mask, w)
-        event_id = ak.to_numpy(selected[a.input_flavour(meta.get("inputs")).event_id])[scored_idx]
         return Selected(
             selected,
             sel_objects,
@@ -308,16 +312,15 @@ class AnalysisProcessor(processor.ProcessorABC):
         """
         if not self.analysis.categories.exclusive:
             return None
-        codes = np.full(n, -1, dtype=np.intp)
-        in_any = np.zeros(n, dtype=bool)
-        for i, mask in enumerate(masks.values()):
-            if i and np.any(in_any & mask):
-                raise ConfigurationError(
-                    f"analysis {self.analysis.name!r}: categories overlap; "
-                    "set Categories(exclusive=False) for overlapping regions"
-                )
-            in_any |= mask
-            np.copyto(codes, i, where=mask)
+        codes, in_how_many = np.full(n, -1, dtype=np.intp), np.zeros(n, dtype=np.uint16)
+        for i, mask in enumerate(masks.values()):  # arithmetic, not masked writes: labels are random
+            in_how_many += mask
+            codes += mask.view(np.uint8) * np.uint16(i + 1)
+        if in_how_many.max(initial=0) > 1:
+            raise ConfigurationError(
+                f"analysis {self.analysis.name!r}: categories overlap; "
+                "set Categories(exclusive=False) for overlapping regions"
+            )
         return codes
 
     def _feature_columns(self, observables: Any) -> dict[str, np.ndarray]:
@@ -436,9 +439,9 @@ class AnalysisProcessor(processor.ProcessorABC):
             _fill_coded(hists[f"score_{model}"], where, codes, sub, (score,), sub.weights)
             passed = score > self.score_cut[model]
             _fill_coded(hists[name], where, codes, sub, cut_values, sub.weights, also=passed)
-            counts = _code_counts(sub.codes, len(a.categories.names))
             n_codes = len(a.categories.names)
-            passed_counts = _code_counts(None if sub.codes is None else sub.codes[passed], n_codes)
+            counts = _code_counts(sub.codes, n_codes)
+            passed_counts = _code_counts(sub.codes, n_codes, passed)
             for cat in a.scoring.categories:
                 code = self._code(cat)
                 fills[(f"score_{model}", dataset, cat, variation)] = _count(sub, counts, code)
@@ -503,15 +506,23 @@ class _Scored:
 
 def _all_finite(columns: Iterable[np.ndarray], n: int) -> np.ndarray:
     """Return whether each event's values are all finite, over every column (n events)."""
+    columns = list(columns)
     finite = np.ones(n, dtype=bool)
+    with np.errstate(over="ignore"):  # a finite sum that overflows sends it to the exact check
+        if all(np.isfinite(np.sum(c)) for c in columns):  # a NaN or inf makes its column's sum one
+            return finite
     for column in columns:
         finite &= np.isfinite(column)
     return finite
 
 
-def _code_counts(codes: np.ndarray | None, n: int) -> np.ndarray | None:
-    """Return the events per category code (None for overlapping categories)."""
-    return None if codes is None else np.bincount(codes[codes >= 0], minlength=n)
+def _code_counts(codes: np.ndarray | None, n: int, also: np.ndarray | None = None) -> np.ndarray | None:
+    """Return the events per category code (and passing ``also``); None for overlapping categories."""
+    if codes is None:
+        return None
+    if also is not None:  # failing events moved past every code (-1 too): no copy through the mask
+        codes = codes + (2 * n) * ~also
+    return np.bincount(codes[codes >= 0], minlength=n)[:n]
 
 
 def _count(
@@ -570,8 +581,14 @@ def _fill_coded(
         keep = np.isin(sel.codes, codes)
     elif sel.codes.min(initial=0) < 0:  # events in no category: code -1 would fill the overflow bin
         keep = sel.codes >= 0
-    if also is not None:
-        keep = also if keep is None else keep & also
+    if also is not None and not also.any():
+        return  # as a fill of no events: the dataset axis does not grow
+    if also is not None and keep is None:
+        # a failing event adds weight 0 (value and variance unchanged, to the bit): cheaper than
+        # copying every column through a mask as random as a score cut
+        weights = np.where(also, weights, 0.0)
+    elif also is not None:
+        keep &= also
     if keep is None:
         h.fill(dataset, sel.codes, variation, *values, weight=weights)
     else:

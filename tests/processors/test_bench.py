@@ -81,18 +81,21 @@ def test_category_codes_fill_as_one_fill_per_category(atlas_toy_dir, monkeypatch
         return masks | {"2e2mu": np.zeros_like(masks["2e2mu"])}
 
     for assign in (atlas.categories.assign, two_of_three):
-        outputs = []
+        outputs, fills = [], []
         for exclusive in (True, False):  # codes, and the per-category fills of overlapping ones
             categories = dataclasses.replace(atlas.categories, assign=assign, exclusive=exclusive)
             analysis = dataclasses.replace(atlas, categories=categories)
             result = _run(analysis, atlas_toy_dir, chunksize=1500)
             outputs.append({k: h.view(flow=True) for k, h in result.histograms.items()})
+            fills.append({k: h.metadata["fills"] for k, h in result.histograms.items()})
             m4l = result.histograms["m4l"][{"variation": "nominal"}].view(flow=True)["value"]
             assert m4l[:, -1].sum() == 0  # nothing in the category overflow
             assert m4l.sum() > 0 and (assign is not two_of_three or m4l[:, 1].sum() == 0)
         assert outputs[0].keys() == outputs[1].keys()
         for name in outputs[0]:
             assert np.array_equal(outputs[0][name], outputs[1][name]), name
+        assert fills[0] == fills[1]  # the fill counts of the score-cut histograms too
+        assert any(n for k, f in fills[0].items() if k.endswith("_pass") for n in f.values())
 
 
 def test_written_files_have_clusters_of_at_most_100k(tmp_path):
