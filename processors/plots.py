@@ -47,7 +47,18 @@ def experiment_label(
         + (["toy"] if is_toy else [])
     )
     label = hep.cms if style.experiment == "CMS" else hep.atlas
-    label.label(" ".join(words), data=True, lumi=lumi_fb, com=style.energy_tev, ax=ax, loc=0)
+    text = " ".join(words)
+    adjust = _shows_offset_text(ax)  # else mplhep draws the whole figure to measure an empty text
+    label.label(text, data=True, lumi=lumi_fb, com=style.energy_tev, ax=ax, loc=0, scilocator_adjust=adjust)
+
+
+def _shows_offset_text(ax) -> bool:
+    """Return whether the y axis, as it stands, draws an offset or ×10ⁿ text above its ticks."""
+    formatter = ax.yaxis.get_major_formatter()
+    if not (hasattr(formatter, "get_useOffset") and formatter.get_useOffset()):
+        return False  # mplhep's own test: it makes no room either
+    formatter.set_locs(ax.yaxis.get_majorticklocs())  # what a draw does first
+    return bool(formatter.get_offset())
 
 
 def use_style(analysis: Analysis) -> Any:

@@ -270,7 +270,7 @@ def _reconstruct(rng, n: int) -> dict[str, np.ndarray]:
 
 
 def generate_rows(
-    rng: np.random.Generator, n_rows: int, batch: int = 250_000
+    rng: np.random.Generator, n_rows: int, batch: int = 50_000
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield dicts of UCI columns (scaled like UCI, float64) until ``n_rows`` rows are made."""
     done = 0

@@ -19,6 +19,7 @@ from hepsieve.models.cards import ModelCard
 from hepsieve.processors import InputFileError, RunConfig, run
 from hepsieve.processors.analyses import get_analysis
 from hepsieve.processors.cli import main
+from hepsieve.processors.pipeline import prepare_inputs
 from hepsieve.processors.processor import AnalysisProcessor
 from hepsieve.training.evaluate import (
     HeldOutScores,
@@ -290,6 +291,29 @@ def _real_format_csvs(dm_toy_dir, out, rng) -> None:
         frame.to_csv(out / f"{name}.csv", index=False)
 
 
+def _same_values_as_the_toy(dm_toy_dir, converted_dir) -> None:
+    for name in REAL_NAMES:  # the same values as the toy's own Parquet, whatever the column order
+        converted, toy = (
+            pq.read_table(converted_dir / f"{name}.parquet"),
+            pq.read_table(dm_toy_dir / f"{name}.parquet"),
+        )
+        assert sorted(converted.column_names) == sorted(toy.column_names)
+        assert converted.select(toy.column_names).equals(toy)
+
+
+def test_shuffled_columns_and_extra_columns_convert_and_run(dm_toy_dir, dm_features_run, tmp_path, capsys):
+    csvs = tmp_path / "csv"
+    _real_format_csvs(dm_toy_dir, csvs, np.random.default_rng(4))
+    inputs = prepare_inputs(ANALYSIS, csvs, tmp_path / "data")  # the demo's and `run`'s first step
+    assert inputs == tmp_path / "data"
+    _same_values_as_the_toy(dm_toy_dir, inputs)
+    out = tmp_path / "features"
+    result = run(RunConfig("atlas-dm", inputs, out, mode="features", executor="iterative", progress=False))
+    assert result.cutflow == dm_features_run[0].cutflow
+    assert json.loads((out / "run.json").read_text())["is_toy"] is False  # no toy.json among the CSVs
+
+
+@pytest.mark.slow
 def test_shuffled_columns_and_extra_columns_convert_and_run_through_the_demo(
     dm_toy_dir, dm_features_run, tmp_path, capsys
 ):
@@ -304,13 +328,7 @@ def test_shuffled_columns_and_extra_columns_convert_and_run_through_the_demo(
     )
     printed = capsys.readouterr().out
     assert "cut-based" in printed and "Z_A (Asimov)" in printed
-    for name in REAL_NAMES:  # the same values as the toy's own Parquet, whatever the column order
-        converted, toy = (
-            pq.read_table(out / "data" / f"{name}.parquet"),
-            pq.read_table(dm_toy_dir / f"{name}.parquet"),
-        )
-        assert sorted(converted.column_names) == sorted(toy.column_names)
-        assert converted.select(toy.column_names).equals(toy)
+    _same_values_as_the_toy(dm_toy_dir, out / "data")
     cutflow = json.loads((out / "features" / "cutflow.json").read_text())
     assert cutflow == json.loads(json.dumps(dm_features_run[0].cutflow))
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())

@@ -168,3 +168,35 @@ def test_plot_run_writes_one_plot_per_filled_category(tmp_path):
     run_dir = stats_tests._layout_run(tmp_path)
     paths = plot_run(run_dir)
     assert sorted(p.name for p in paths) == ["m4l_cr.png", "m4l_sr.png"]  # not the empty category
+
+
+@pytest.mark.parametrize("scale", [10.0, 3e6], ids=["no offset text", "x10^6 offset text"])
+def test_experiment_label_where_mplhep_measuring_draw_puts_it_without_that_draw(plt, atlas, scale):
+    """mplhep draws the whole figure to measure the y axis' ×10ⁿ text (half a plot's time); the
+    label skips that draw when the axis shows no such text, and lands at the same place."""
+    from matplotlib.figure import Figure
+
+    from hepsieve.processors.plots import experiment_label
+
+    def label_positions(ours: bool):
+        fig, ax = plt.subplots()
+        ax.stairs(np.linspace(1, 2, 10) * scale, EDGES)
+        draws = []
+        original = Figure.draw
+        Figure.draw = lambda self, renderer: (draws.append(1), original(self, renderer))[1]
+        try:
+            if ours:
+                experiment_label(ax, atlas, is_toy=True, lumi_fb=10.0)
+            else:  # mplhep's own measuring draw, always
+                hep = pytest.importorskip("mplhep")
+                hep.atlas.label("Open Data Simulation toy", data=True, lumi=10.0, com=13, ax=ax, loc=0)
+        finally:
+            Figure.draw = original
+        where = [(t.get_text(), *t.get_position()) for t in ax.texts]
+        plt.close(fig)
+        return where, len(draws)
+
+    ours, our_draws = label_positions(True)
+    theirs, their_draws = label_positions(False)
+    assert ours == theirs
+    assert our_draws == their_draws - (1 if scale < 1e3 else 0)  # one whole-figure draw fewer
