@@ -87,6 +87,11 @@ class Inputs:
       relative path is resolved against the data directory and must exist (URLs pass);
     * ``describe(branch_names)``: what a file looks like (e.g. its NanoAOD version), said in
       the preflight log, the dataset's metadata and a missing-branch error.
+
+    ``plain_collections`` (``nanoaod`` schema): the analysis reads only the fields of its
+    collections (``events.Muon.pt``, ``events.HLT[path]``, ``events.metadata``), no NanoEvents
+    methods or cross-references; its TTree chunks are then read flat and grouped into plain
+    records, without building coffea's NanoEvents (:func:`chunkread.nanoaod_events`).
     """
 
     branches: Mapping[str, str]
@@ -99,11 +104,14 @@ class Inputs:
     dataset_branches: Callable[[Mapping], Mapping[str, str]] | None = None
     metadata_files: tuple[str, ...] = ()
     describe: Callable[[Collection[str]], str] | None = None
+    plain_collections: bool = False
 
     def check(self, where: str) -> None:
         """Raise ConfigurationError naming the field of the first inconsistency."""
         if self.schema not in SCHEMAS:
             raise ConfigurationError(f"{where}.schema: {self.schema!r} is not one of {SCHEMAS}")
+        if self.plain_collections and self.schema != "nanoaod":
+            raise ConfigurationError(f"{where}.plain_collections: only for the 'nanoaod' schema")
         if self.event_id not in self.branches:
             raise ConfigurationError(f"{where}.event_id: {self.event_id!r} is not in {where}.branches")
         for group in ("branches", "mc_branches", "optional"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,47 @@ def read_flat(item: Any, names: list[str], options: dict) -> ak.Array:
         ) from err
 
 
+def nanoaod_events(arrays: ak.Array, metadata: Mapping) -> ak.Array:
+    """Return NanoAOD branches grouped as coffea's NanoAODSchema names them, as plain records.
+
+    ``X_y`` branches that are lists per event: the collection ``X`` (records of its ``y``s, one
+    list per event; the counts ``nX`` are not kept); ``X_y`` that are one value per event: the
+    record ``X`` (e.g. ``HLT``); any other branch as it is (``LHEScaleWeight``, ``genWeight``).
+    The events carry ``metadata`` as NanoEvents do; there are no NanoEvents methods or
+    cross-references. Fields of one collection with other counts: a ChunkReadError.
+    """
+    from coffea.nanoevents.methods import nanoaod
+
+    groups: dict[str, dict[str, ak.Array]] = {}
+    fields: dict[str, Any] = {}
+    for name in arrays.fields:
+        head, _, tail = name.partition("_")
+        if tail and head:
+            groups.setdefault(head, {})[tail] = arrays[name]
+        else:
+            fields[name] = arrays[name]
+    for head, columns in groups.items():
+        fields[head] = _group(head, columns, metadata)
+    for head in [h for h in fields if fields[h].ndim > 1]:  # the counts of lists: in the lists
+        fields.pop(f"n{head}", None)
+    events = ak.zip(fields, depth_limit=1, with_name="NanoEvents", behavior=nanoaod.behavior)
+    return ak.with_parameter(events, "metadata", dict(metadata))
+
+
+def _group(head: str, columns: dict[str, ak.Array], metadata: Mapping) -> ak.Array:
+    """Return one NanoAOD collection (lists of records) or record (one per event)."""
+    jagged = {c.ndim > 1 for c in columns.values()}
+    try:
+        if len(jagged) > 1:
+            raise ValueError("some of its branches are lists per event and some are not")
+        return ak.zip(columns, depth_limit=None if jagged == {True} else 1)
+    except ValueError as err:
+        raise ChunkReadError(
+            f"{metadata.get('filename')} entries {metadata.get('entrystart')}-{metadata.get('entrystop')}: "
+            f"the {head}_* branches do not make one collection ({err})"
+        ) from err
+
+
 def run_flat(args: dict, proc: Any) -> dict | None:
     """Run one chunk by the flat read; None when coffea's own path applies.
 
@@ -137,7 +179,7 @@ def run_flat(args: dict, proc: Any) -> dict | None:
             return out
     options = dict(args["uproot_options"])
     options["timeout"] = options.get("timeout", args["xrootdtimeout"])
-    events = read_flat(item, names, options)
+    events = proc.flat_events(read_flat(item, names, options), metadata)
     out = {"out": proc.process_chunk(events, metadata), "processed": {item}}
     if checkpointer is not None:
         checkpointer.save(out, metadata, proc)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from coffea import processor
 
 from hepsieve.processors.analysis import NOMINAL, Analysis
+from hepsieve.processors.chunkread import nanoaod_events
 from hepsieve.processors.cutflow import Cutflow
 from hepsieve.processors.errors import (
     ChunkError,
@@ -193,6 +194,8 @@ class AnalysisProcessor(processor.ProcessorABC):
         analysis code; read here, it is told apart from an analysis error (and
         ``--skip-bad-files`` can drop the chunk, reporting its entries as lost).
         """
+        if self.analysis.input_flavour(meta.get("inputs")).schema != "base":
+            return events  # NanoEvents collections: coffea reads them as the analysis asks
         names = self.flat_branches(meta, events.fields)
         if names is None:
             return events
@@ -202,15 +205,22 @@ class AnalysisProcessor(processor.ProcessorABC):
             raise ChunkReadError(f"{_where(meta)}: cannot be read ({type(err).__name__}: {err})") from err
 
     def flat_branches(self, meta: Mapping, available: Collection[str]) -> list[str] | None:
-        """Return the branches a flat (``base`` schema) chunk reads, of ``available``; else None.
+        """Return the branches a flat chunk reads, of ``available``; else None.
 
-        None for NanoEvents schemas, whose collections coffea builds.
+        Flat: the ``base`` schema, and ``nanoaod`` with ``plain_collections``; None for other
+        NanoEvents inputs, whose collections coffea builds.
         """
         inputs = self.analysis.input_flavour(meta.get("inputs"))
-        if inputs.schema != "base":
+        if inputs.schema != "base" and not inputs.plain_collections:
             return None
-        names = [*inputs.required(bool(meta.get("is_data"))), *inputs.optional]
+        names = [*inputs.required(bool(meta.get("is_data")), meta), *inputs.optional]
         return [n for n in dict.fromkeys(names) if n in available]
+
+    def flat_events(self, arrays: ak.Array, meta: Mapping) -> ak.Array:
+        """Return the events of a flat read: the branches, or NanoAOD's grouped as plain records."""
+        if self.analysis.input_flavour(meta.get("inputs")).schema == "nanoaod":
+            return nanoaod_events(arrays, meta)
+        return arrays
 
     def takes_flat_chunks(self) -> bool:
         """Return whether the flat read may call :meth:`process_chunk` directly.

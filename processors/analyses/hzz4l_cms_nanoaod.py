@@ -750,6 +750,7 @@ INPUTS = Inputs(
     dataset_branches=dataset_branches,
     metadata_files=(LUMI_MASK_KEY,),
     describe=describe_file,
+    plain_collections=True,  # fields only: chunks read flat, no NanoEvents built
 )
 
 ANALYSIS = Analysis(

@@ -25,20 +25,44 @@ def _cutflow(out) -> dict:
     return json.loads((out / "cutflow.json").read_text())
 
 
+def _both_ways(analysis, data, tmp_path, monkeypatch, **kw):
+    """Run ``analysis`` on ``data`` by the flat read and by coffea's NanoEvents; return both outs."""
+    reads, read_flat = [], chunkread.read_flat
+    monkeypatch.setattr(chunkread, "read_flat", lambda *a: reads.append(a[0]) or read_flat(*a))
+    flat, coffea = tmp_path / "flat", tmp_path / "coffea"
+    run(RunConfig(analysis, data, flat, executor="iterative", progress=False, **kw))
+    with monkeypatch.context() as m:
+        m.setattr(executors, "run_flat", lambda *a: None)  # coffea's NanoEvents path
+        run(RunConfig(analysis, data, coffea, executor="iterative", progress=False, **kw))
+    return flat, coffea, reads
+
+
 @pytest.mark.parametrize(
     ("analysis", "toy", "chunksize"),
     [("cms-hzz4l", "cms_toy_dir", 1500), ("atlas-hzz4l", "atlas_toy_dir", 700)],
 )
 def test_flat_read_gives_coffeas_nanoevents_results(analysis, toy, chunksize, request, tmp_path, monkeypatch):
     data = request.getfixturevalue(toy)
-    reads, read_flat = [], chunkread.read_flat
-    monkeypatch.setattr(chunkread, "read_flat", lambda *a: reads.append(a[0]) or read_flat(*a))
-    flat = tmp_path / "flat"
-    run(RunConfig(analysis, data, flat, executor="iterative", chunksize=chunksize, progress=False))
-    monkeypatch.setattr(executors, "run_flat", lambda *a: None)  # coffea's NanoEvents path
-    coffea = tmp_path / "coffea"
-    run(RunConfig(analysis, data, coffea, executor="iterative", chunksize=chunksize, progress=False))
+    flat, coffea, reads = _both_ways(analysis, data, tmp_path, monkeypatch, chunksize=chunksize)
     assert len(reads) > len({r.filename for r in reads})  # several chunks of a file, all flat
+    _same_results(flat, coffea)
+
+
+def test_nanoaod_plain_collections_give_coffeas_nanoevents_results(tmp_path, monkeypatch):
+    """Simulation with generator and pileup weights, and triggered data inside a golden JSON."""
+    from hepsieve.datasets.toys.cms_hzz4l_nanoaod import generate
+
+    data = generate(tmp_path / "toys", events=900, seed=8)
+    flat, coffea, reads = _both_ways("cms-hzz4l-nanoaod", data, tmp_path, monkeypatch, chunksize=400)
+    assert len(reads) > len({r.filename for r in reads})
+    _same_results(flat, coffea)
+    cutflow = _cutflow(flat)
+    assert {"DoubleMuon", "VBF_HToZZTo4L"} <= set(cutflow)  # data and simulation both compared
+    muon = [v["n"] for v in cutflow["DoubleMuon"].values()]
+    assert muon[0] > muon[1] > muon[2] > 0  # the trigger and the golden JSON both removed events
+
+
+def _same_results(flat, coffea) -> None:
     assert _cutflow(flat) == _cutflow(coffea)
     a, b = _histograms(flat), _histograms(coffea)
     assert a.keys() == b.keys()
@@ -105,3 +129,36 @@ def test_a_branch_an_rntuple_lacks_is_an_error_not_dropped(tmp_path):
             chunkread.read_flat(item, ["x", "y"], {})
     finally:
         chunkread.close_all()
+
+
+def test_nanoaod_branches_are_grouped_as_nanoevents_groups_them(nano_toy_dir):
+    import awkward as ak
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    path = str(nano_toy_dir / "VBF_HToZZTo4L_0.root")
+    names = ["run", "nMuon", "Muon_pt", "Muon_charge", "Muon_looseId", "nLHEScaleWeight", "LHEScaleWeight"]
+    with uproot.open(path) as fin:
+        names += fin["Events"].keys(filter_name="HLT_*")[:2]
+        arrays = fin["Events"].arrays(names)
+    meta = {"dataset": "VBF", "filename": path, "entrystart": 0, "entrystop": len(arrays)}
+    ours = chunkread.nanoaod_events(arrays, meta)
+    theirs = NanoEventsFactory.from_root({path: "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+    assert sorted(ours.fields) == ["HLT", "LHEScaleWeight", "Muon", "run"]  # counts in the lists
+    assert ours.metadata == meta and len(ours) == len(theirs)
+    for name in ("Muon", "HLT"):
+        assert set(ours[name].fields) <= set(theirs[name].fields)
+        for field in ours[name].fields:  # the same lists per event (Muon), one value per event (HLT)
+            assert ak.type(ours[name][field]) == ak.type(theirs[name][field]), (name, field)
+            assert ak.all(ours[name][field] == theirs[name][field])
+    assert isinstance(ours.Muon.layout, ak.contents.ListOffsetArray)  # lists of muon records
+    assert ak.all(ak.num(ours.Muon, axis=1) == ak.num(theirs.Muon, axis=1))
+    assert ak.all(ours.LHEScaleWeight == theirs.LHEScaleWeight)
+
+
+def test_branches_of_one_collection_with_other_counts_are_one_read_error():
+    import awkward as ak
+
+    arrays = ak.Array({"Muon_pt": [[1.0], [2.0, 3.0]], "Muon_eta": [[0.1, 0.2], [0.3]]})
+    meta = {"filename": "f.root", "entrystart": 0, "entrystop": 2}
+    with pytest.raises(ChunkReadError, match=r"f\.root entries 0-2: the Muon_\* branches do not make one"):
+        chunkread.nanoaod_events(arrays, meta)
