@@ -165,14 +165,16 @@ def _bare_share(share: list[bench_limits.Item], ref: str, options: dict) -> dict
     for dataset, path, tree, branches in share:
         for events in uproot.iterate(f"{path}:{tree}", list(branches), step_size=options["chunksize"]):
             meta = {"dataset": dataset, "filename": path, "entrystart": n, "entrystop": n, "fileuuid": ""}
-            out = accumulate([proc.process_chunk(events, meta | options["metas"][dataset])], out)
+            meta |= options["metas"][dataset]
+            out = accumulate([proc.process_chunk(proc.flat_events(events, meta), meta)], out)
             n += len(events)
     return {"events": n, "start": start, "stop": time.time(), "max_rss_mb": peak_rss_mb()}
 
 
 def bare_row(setup: BenchSetup) -> dict[str, dict]:
     """Time hepsieve's chunk code in a bare uproot loop, 1 process: the cost of coffea itself."""
-    if setup.analysis.input_flavour(setup.spec.get("inputs")).schema != "base":
+    inputs = setup.analysis.input_flavour(setup.spec.get("inputs"))
+    if inputs.schema != "base" and not inputs.plain_collections:
         note = "bare loop left out: the analysis reads NanoEvents, which coffea builds"
         setup.notes += [] if note in setup.notes else [note]
         return {}

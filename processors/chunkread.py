@@ -3,8 +3,10 @@
 coffea's work function opens the file anew for every chunk (reading the TTree's metadata each
 time) and builds NanoEvents over virtual arrays; for a flat tree that is a record array of the
 branches, which ``tree.arrays`` gives directly. Measured on the 11M UCI HIGGS toy, 200k chunks:
-the NanoEvents construction took ~45 ms of a 150 ms chunk, the read alone ~22 ms. NanoAOD
-(and any other NanoEvents schema), RNTuple and Parquet input keep coffea's path.
+the NanoEvents construction took ~45 ms of a 150 ms chunk, the read alone ~22 ms. A NanoAOD
+analysis that reads only fields (``Inputs(plain_collections=True)``) is read the same way, its
+branches grouped into plain records (:func:`nanoaod_events`); other NanoAOD analyses, RNTuple
+and Parquet input keep coffea's path.
 
 The work item, metadata, checkpoints and the returned ``{"out", "processed"}`` are coffea's
 own (:meth:`coffea.processor.Runner._work_function`), so the Runner's accumulation, retries
