@@ -6,6 +6,7 @@ The generic chunk pipeline (a coffea processor): objects -> selection -> weights
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -34,6 +35,10 @@ from hepsieve.processors.errors import (
 
 LABELS = {"signal": 1, "background": 0, "data": -1}
 MODES = ("histograms", "features")
+#: the keys a chunk's metadata adds to its dataset's (coffea's work item)
+CHUNK_KEYS = ("filename", "treename", "entrystart", "entrystop", "fileuuid")
+#: a worker's branch lists of flat chunks, by input flavour and dataset metadata
+_FLAT_NAMES: dict[str, list[str]] = {}
 
 
 def make_histograms(
@@ -213,8 +218,12 @@ class AnalysisProcessor(processor.ProcessorABC):
         inputs = self.analysis.input_flavour(meta.get("inputs"))
         if inputs.schema != "base" and not inputs.plain_collections:
             return None
-        names = [*inputs.required(bool(meta.get("is_data")), meta), *inputs.optional]
-        return [n for n in dict.fromkeys(names) if n in available]
+        dataset_meta = {k: v for k, v in meta.items() if k not in CHUNK_KEYS}
+        key = json.dumps([repr(inputs), dataset_meta], sort_keys=True, default=str)
+        if key not in _FLAT_NAMES:  # once per dataset in a worker: dataset_branches may warn
+            names = [*inputs.required(bool(meta.get("is_data")), dataset_meta), *inputs.optional]
+            _FLAT_NAMES[key] = list(dict.fromkeys(names))
+        return [n for n in _FLAT_NAMES[key] if n in available]
 
     def flat_events(self, arrays: ak.Array, meta: Mapping) -> ak.Array:
         """Return the events of a flat read: the branches, or NanoAOD's grouped as plain records."""

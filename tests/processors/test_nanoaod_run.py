@@ -568,3 +568,21 @@ def test_simulation_without_a_trigger_table_runs_untriggered_and_says_so(caplog)
     caplog.clear()
     nano.dataset_branches({"is_data": False, "triggers": SPEC["metadata"]["triggers"]})
     assert caplog.text == ""
+
+
+def test_a_run_says_it_is_untriggered_once_not_per_chunk(nano_toy_dir, tmp_path, caplog, monkeypatch):
+    from hepsieve.processors import chunkread
+
+    reads, read_flat = [], chunkread.read_flat
+    monkeypatch.setattr(chunkread, "read_flat", lambda *a: reads.append(a[0]) or read_flat(*a))
+    spec = json.loads(json.dumps(SPEC))
+    del spec["metadata"]["triggers"]
+    spec["datasets"] = {"ZZTo4L": spec["datasets"]["ZZTo4L"]}
+    fileset = tmp_path / "untriggered.json"
+    fileset.write_text(json.dumps(spec))
+    with caplog.at_level("WARNING"):
+        result = run(RunConfig("cms-hzz4l-nanoaod", nano_toy_dir, fileset=fileset, executor="iterative",
+                               chunksize=300, progress=False))  # fmt: skip
+    assert len(reads) >= 4 and result.record.accounting["ZZTo4L"]["processed"] == 1500  # NANO_EVENTS
+    # the input check's warning, and the flat read's first chunk (once per process and dataset)
+    assert caplog.text.count("no HLT requirement applied") == 2
