@@ -52,8 +52,11 @@ def test_nanoaod_plain_collections_give_coffeas_nanoevents_results(tmp_path, mon
     """Simulation with generator and pileup weights, and triggered data inside a golden JSON."""
     from hepsieve.datasets.toys.cms_hzz4l_nanoaod import generate
 
-    data = generate(tmp_path / "toys", events=900, seed=8)
-    flat, coffea, reads = _both_ways("cms-hzz4l-nanoaod", data, tmp_path, monkeypatch, chunksize=400)
+    datasets = ["VBF_HToZZTo4L", "ZZTo4L", "DoubleMuon"]
+    data = generate(tmp_path / "toys", events=900, seed=8, datasets=datasets)
+    flat, coffea, reads = _both_ways(
+        "cms-hzz4l-nanoaod", data, tmp_path, monkeypatch, chunksize=2000, datasets=datasets
+    )
     assert len(reads) > len({r.filename for r in reads})
     _same_results(flat, coffea)
     cutflow = _cutflow(flat)
