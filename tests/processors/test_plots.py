@@ -172,8 +172,9 @@ def test_plot_run_writes_one_plot_per_filled_category(tmp_path):
 
 @pytest.mark.parametrize("scale", [10.0, 3e6], ids=["no offset text", "x10^6 offset text"])
 def test_experiment_label_where_mplhep_measuring_draw_puts_it_without_that_draw(plt, atlas, scale):
-    """mplhep draws the whole figure to measure the y axis' ×10ⁿ text (half a plot's time); the
-    label skips that draw when the axis shows no such text, and lands at the same place."""
+    """mplhep draws the whole figure to measure the y axis' ×10ⁿ text (one of a plot's two whole
+    draws); the label skips that draw when the axis shows no such text, and lands at the same place."""
+    import mplhep as hep
     from matplotlib.figure import Figure
 
     from hepsieve.processors.plots import experiment_label
@@ -188,7 +189,6 @@ def test_experiment_label_where_mplhep_measuring_draw_puts_it_without_that_draw(
             if ours:
                 experiment_label(ax, atlas, is_toy=True, lumi_fb=10.0)
             else:  # mplhep's own measuring draw, always
-                hep = pytest.importorskip("mplhep")
                 hep.atlas.label("Open Data Simulation toy", data=True, lumi=10.0, com=13, ax=ax, loc=0)
         finally:
             Figure.draw = original
