@@ -109,7 +109,8 @@ def _row(result: dict, kind: str, parallel: int, **extra: Any) -> dict:
 
 def io_rows(setup: BenchSetup) -> dict[str, dict]:
     """Time the I/O floor (uproot read of the analysis' branches) in 1 and N processes."""
-    n_branches = len(setup.items[0][3])
+    counts = sorted({len(branches) for *_, branches in setup.items})  # data files read fewer
+    n_branches = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     rows = {}
     for n in setup.parallel:
         shares = bench_limits.deal(setup.items, n)
