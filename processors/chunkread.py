@@ -87,17 +87,16 @@ def close_all() -> None:
         files.popitem()[1][0].close()
 
 
+#: the keys a chunk's metadata adds to its dataset's (coffea's work item)
+CHUNK_KEYS = ("filename", "treename", "entrystart", "entrystop", "fileuuid")
+
+
 def chunk_metadata(item: Any) -> dict:
     """Return a chunk's metadata as coffea's work function builds it (``events.metadata``)."""
-    meta = {
-        "dataset": item.dataset,
-        "filename": item.filename,
-        "treename": item.treename,
-        "entrystart": item.entrystart,
-        "entrystop": item.entrystop,
-        "fileuuid": str(uuid.UUID(bytes=item.fileuuid)) if len(item.fileuuid) > 0 else "",
-    }
-    return meta | (item.usermeta or {})
+    fileuuid = str(uuid.UUID(bytes=item.fileuuid)) if len(item.fileuuid) > 0 else ""
+    values = (item.filename, item.treename, item.entrystart, item.entrystop, fileuuid)
+    chunk = dict(zip(CHUNK_KEYS, values, strict=True))
+    return {"dataset": item.dataset} | chunk | (item.usermeta or {})
 
 
 def read_flat(item: Any, names: list[str], options: dict) -> ak.Array:

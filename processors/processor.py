@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from coffea import processor
 
 from hepsieve.processors.analysis import NOMINAL, Analysis
-from hepsieve.processors.chunkread import nanoaod_events
+from hepsieve.processors.chunkread import CHUNK_KEYS, nanoaod_events
 from hepsieve.processors.cutflow import Cutflow
 from hepsieve.processors.errors import (
     ChunkError,
@@ -35,8 +35,6 @@ from hepsieve.processors.errors import (
 
 LABELS = {"signal": 1, "background": 0, "data": -1}
 MODES = ("histograms", "features")
-#: the keys a chunk's metadata adds to its dataset's (coffea's work item)
-CHUNK_KEYS = ("filename", "treename", "entrystart", "entrystop", "fileuuid")
 #: a worker's branch lists of flat chunks, by input flavour and dataset metadata
 _FLAT_NAMES: dict[str, list[str]] = {}
 
