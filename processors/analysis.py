@@ -19,6 +19,7 @@ import numpy as np
 from hepsieve.processors.errors import ConfigurationError
 
 if TYPE_CHECKING:  # awkward and hist load on first use: `hepsieve --help` needs neither (0.4 s)
+    import awkward as ak
     import hist
 
 #: schemas the runner can give an analysis (coffea's BaseSchema and NanoAODSchema)
@@ -266,6 +267,19 @@ class FeatureSpec:
         return {n: ak.to_numpy(cols[n]) for n in self.names}
 
 
+def record(columns: Mapping[str, Any], length: int, parameters: dict | None = None) -> ak.Array:
+    """Return ``columns`` (numpy or awkward arrays, each ``length`` long) as one record per entry.
+
+    What ``ak.zip(columns, depth_limit=1)`` gives, without its broadcast of the columns against
+    each other (about 2 ms per call for 20 columns): for columns already of one length.
+    A shorter column is a ValueError.
+    """
+    import awkward as ak
+
+    layouts = [ak.to_layout(c) for c in columns.values()]
+    return ak.Array(ak.contents.RecordArray(layouts, list(columns), length=length, parameters=parameters))
+
+
 def _plain(content: Any) -> bool:
     """Return whether an awkward content is a one-dimensional NumPy buffer of numbers."""
     import awkward as ak
@@ -400,6 +414,8 @@ class Analysis:
     ``objects(events)`` is computed once per chunk on every event and handed to the selection
     and weights; ``observables(selected_events, selected_objects)`` once on the selected
     events, for categories, features and histograms. Either may be None: the events.
+    ``numba_kernels``: the analysis code calls numba-compiled functions; workers then start
+    numba's compiler before their first chunk (0.55 s once per process).
     """
 
     name: str
@@ -418,6 +434,7 @@ class Analysis:
     tools: Tools = field(default_factory=Tools)
     training: TrainingPolicy = field(default_factory=TrainingPolicy)
     shape_variations: tuple[ShapeVariation, ...] = ()
+    numba_kernels: bool = False
 
     def __post_init__(self) -> None:
         _check_analysis(self)

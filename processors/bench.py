@@ -156,12 +156,14 @@ def _bare_share(share: list[bench_limits.Item], ref: str, options: dict) -> dict
     from coffea.processor import accumulate
 
     from hepsieve.models.scorer import load_scorers
+    from hepsieve.processors.executors import warm_numba
     from hepsieve.processors.processor import AnalysisProcessor
 
     a = get_analysis(ref)
     models_dir = options["models_dir"] or default_models_dir(a)
     scorers = load_scorers(models_dir, a, threads=1, names=options["model_names"])
     proc = AnalysisProcessor(a, scorers, variations=options["variations"])
+    warm_numba(a.numba_kernels)  # as the executors' workers do at their start
     start, out, n = time.time(), None, 0
     for dataset, path, tree, branches in share:
         for events in uproot.iterate(f"{path}:{tree}", list(branches), step_size=options["chunksize"]):

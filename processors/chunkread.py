@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
+import numpy as np
 import uproot
 
+from hepsieve.processors.analysis import record
 from hepsieve.processors.errors import ChunkReadError
 
 #: how many files a thread keeps open (a worker's chunks often come from a few files)
@@ -139,8 +141,20 @@ def nanoaod_events(arrays: ak.Array, metadata: Mapping) -> ak.Array:
         fields[head] = _group(head, columns, metadata)
     for head in [h for h in fields if fields[h].ndim > 1]:  # the counts of lists: in the lists
         fields.pop(f"n{head}", None)
-    events = ak.zip(fields, depth_limit=1, with_name="NanoEvents", behavior=nanoaod.behavior)
-    return ak.with_parameter(events, "metadata", dict(metadata))
+    events = record(fields, len(arrays), {"__record__": "NanoEvents"})
+    return ak.with_parameter(ak.Array(events, behavior=nanoaod.behavior), "metadata", dict(metadata))
+
+
+def _lists_of_records(columns: Mapping[str, ak.Array]) -> ak.Array | None:
+    """Return lists by offsets that share their offsets as one list of records; None otherwise."""
+    layouts = [c.layout for c in columns.values()]
+    if not all(isinstance(x, ak.contents.ListOffsetArray) for x in layouts):
+        return None
+    offsets = np.asarray(layouts[0].offsets.data)
+    if any(not np.array_equal(np.asarray(x.offsets.data), offsets) for x in layouts[1:]):
+        return None  # other counts (an error, which ak.zip names) or other starts
+    record = ak.contents.RecordArray([x.content for x in layouts], list(columns))
+    return ak.Array(ak.contents.ListOffsetArray(layouts[0].offsets, record))
 
 
 def _group(head: str, columns: dict[str, ak.Array], metadata: Mapping) -> ak.Array:
@@ -149,7 +163,10 @@ def _group(head: str, columns: dict[str, ak.Array], metadata: Mapping) -> ak.Arr
     try:
         if len(jagged) > 1:
             raise ValueError("some of its branches are lists per event and some are not")
-        return ak.zip(columns, depth_limit=None if jagged == {True} else 1)
+        if jagged == {False}:
+            return record(columns, len(next(iter(columns.values()))))
+        lists = _lists_of_records(columns)
+        return ak.zip(columns) if lists is None else lists
     except ValueError as err:
         raise ChunkReadError(
             f"{metadata.get('filename')} entries {metadata.get('entrystart')}-{metadata.get('entrystop')}: "

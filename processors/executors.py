@@ -86,19 +86,36 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _start_worker() -> None:
-    """Initialise a futures worker: die with the parent, leave Ctrl-C to the parent, import."""
+def warm_numba(used: bool) -> None:
+    """Start numba's compiler in this process now, when the analysis has numba kernels (``used``).
+
+    numba's first call in a process, whatever the function, costs about 0.55 s (its compiler
+    and LLVM start): without this, every worker paid it in its first chunk. Analyses without
+    kernels do not pay it (coffea imports numba in every process, but calls nothing).
+    """
+    if used:
+        import numba
+
+        numba.njit(lambda: 0)()
+
+
+def _start_worker(numba: bool = False) -> None:
+    """Initialise a futures worker: die with the parent, leave Ctrl-C to the parent, import.
+
+    ``numba``: start numba's compiler too (:func:`warm_numba`).
+    """
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in WORKER_MODULES:
         importlib.import_module(module)
+    warm_numba(numba)
 
 
-def _import_on_workers(client) -> None:
-    """Import the processor and scorer modules on every dask worker now.
+def _import_on_workers(client, numba: bool) -> None:
+    """Import the processor and scorer modules on every dask worker now; initialise numba.
 
-    Import the processor and scorer modules on every worker now, as part of the start-up:
-    a worker that cannot is named here, not in a traceback from the first chunk.
+    As part of the start-up: a worker that cannot import is named here, not in a traceback
+    from the first chunk; numba (when the analysis uses it) is started before the first chunk.
     """
     for module in WORKER_MODULES:
         try:
@@ -109,12 +126,17 @@ def _import_on_workers(client) -> None:
                 f"{module} ({type(err).__name__}: {err}); install hepsieve "
                 "in the workers' environment"
             ) from None
+    if numba:
+        client.run(warm_numba, numba)
 
 
-def _spawned_pool(workers: int) -> ProcessPoolExecutor:
+def _spawned_pool(workers: int, numba: bool) -> ProcessPoolExecutor:
     """Return a pool of ``workers`` spawned processes, started, with hepsieve imported."""
     pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(numba,),
     )
     try:  # one task per worker: each submit without an idle worker starts one
         list(pool.map(abs, range(workers)))
@@ -133,15 +155,16 @@ class ResilientPool(Executor):
     coffea's default (a loky pool, which also restarts any worker whose memory grew by 300 MB).
     """
 
-    def __init__(self, workers: int, max_restarts: int = 3):
+    def __init__(self, workers: int, max_restarts: int = 3, numba: bool = False):
         self.workers, self.max_restarts, self.restarts = workers, max_restarts, 0
+        self.numba = numba  # start numba in each worker (:func:`warm_numba`)
         self._closed = False
         self._lock = threading.Lock()
         # every pool is started from this one long-lived thread: the kernel sends the workers'
         # parent-death signal when the *thread* that started them ends, and the callbacks that
         # replace a broken pool run in that pool's own (soon ending) manager thread
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="hepsieve-spawner")
-        self._pool = self._spawner.submit(_spawned_pool, workers).result()
+        self._pool = self._spawner.submit(_spawned_pool, workers, numba).result()
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` in a worker; a worker's death resubmits it to a fresh pool."""
@@ -181,7 +204,7 @@ class ResilientPool(Executor):
                 self.max_restarts,
             )
             broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._spawner.submit(_spawned_pool, self.workers).result()
+            self._pool = self._spawner.submit(_spawned_pool, self.workers, self.numba).result()
             return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -197,9 +220,9 @@ class ResilientPool(Executor):
 
 
 @contextlib.contextmanager
-def _process_pool(workers: int) -> Iterator[ResilientPool]:
+def _process_pool(workers: int, numba: bool) -> Iterator[ResilientPool]:
     """Yield a :class:`ResilientPool`; on an error or Ctrl-C, kill its workers at once."""
-    pool = ResilientPool(workers)
+    pool = ResilientPool(workers, numba=numba)
     try:
         yield pool
     except BaseException:
@@ -270,7 +293,7 @@ def _connect(client_class, scheduler: str):
 
 
 @contextlib.contextmanager
-def _local_dask_config() -> Iterator[None]:
+def _local_dask_config(numba: bool = False) -> Iterator[None]:
     """Set the local cluster's dask configuration; on Linux, forked workers.
 
     A spawned worker starts a fresh interpreter and imports hepsieve, coffea, onnxruntime (2-3 s
@@ -279,7 +302,7 @@ def _local_dask_config() -> Iterator[None]:
     first. A dask configuration that names another method than dask's default (spawn) is kept.
     The fork may run beside the input checks' threads: CPython re-initialises the import,
     logging and ``concurrent.futures`` locks in the child, and a worker runs only dask's and
-    hepsieve's code.
+    hepsieve's code. ``numba``: numba's compiler is started here, before the fork, once.
     """
     import dask
 
@@ -289,6 +312,7 @@ def _local_dask_config() -> Iterator[None]:
     if forked:
         for module in WORKER_MODULES:
             importlib.import_module(module)
+        warm_numba(numba)  # once here, inherited by every worker
         config[method] = "fork"
     with dask.config.set(config), _versions_without_pandas(forked):
         yield
@@ -317,49 +341,57 @@ def _versions_without_pandas(active: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _dask_executor(
-    workers: int, scheduler: str | None, progress: bool, cluster: ClusterOptions | None = None
+    workers: int, scheduler: str | None, progress: bool, cluster: ClusterOptions | None, numba: bool
 ) -> Iterator:
     Client, LocalCluster = _dask_imports()
     if cluster is not None:
         if scheduler:
             raise ConfigurationError("--cluster and --scheduler: give one of them")
         with jobqueue_client(cluster, workers, LOCAL_DASK_CONFIG, WORKER_MODULES) as client:
-            _import_on_workers(client)
+            _import_on_workers(client, numba)
             yield processor.DaskExecutor(client=client, status=progress, retries=3)
         return
     if scheduler:
         with _connect(Client, scheduler) as client:
-            _import_on_workers(client)
+            _import_on_workers(client, numba)
             yield processor.DaskExecutor(client=client, status=progress, retries=3)
         return
     with (
-        _local_dask_config(),
+        _local_dask_config(numba),
         LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
         Client(cluster) as client,
     ):
-        _import_on_workers(client)
+        _import_on_workers(client, numba)
         yield processor.DaskExecutor(client=client, status=progress, retries=3)
 
 
 @contextlib.contextmanager
 def make_executor(
-    name: str, workers: int, scheduler: str | None, progress: bool, *, cluster: ClusterOptions | None = None
+    name: str,
+    workers: int,
+    scheduler: str | None,
+    progress: bool,
+    *,
+    cluster: ClusterOptions | None = None,
+    numba: bool = False,
 ) -> Iterator:
     """Yield the coffea executor for ``name`` (closing any local or batch dask cluster afterwards).
 
     ``cluster``: dask workers in batch jobs (``--cluster``, dask-jobqueue; ``name`` must be dask).
+    ``numba``: the analysis has numba kernels: workers start numba's compiler before their
+    first chunk (:func:`warm_numba`).
     """
     if cluster is not None and name != "dask":
         raise ConfigurationError(f"--cluster {cluster.kind} runs dask workers: use it with --executor dask")
     if name == "iterative":
         yield processor.IterativeExecutor(status=progress)
     elif name == "futures":
-        with _process_pool(workers) as pool:
+        with _process_pool(workers, numba) as pool:
             yield processor.FuturesExecutor(pool=pool, workers=workers, status=progress)
     elif name == "dask":
-        with _dask_executor(workers, scheduler, progress, cluster) as executor:
+        with _dask_executor(workers, scheduler, progress, cluster, numba) as executor:
             yield executor
     else:
         raise ConfigurationError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
@@ -367,9 +399,11 @@ def make_executor(
 
 @contextlib.contextmanager
 def started_early(
-    name: str, workers: int, scheduler: str | None, progress: bool, cluster: ClusterOptions | None = None
+    name: str, workers: int, scheduler: str | None, progress: bool, **options: Any
 ) -> Iterator[Callable]:
     """Start the executor in a thread now; yield ``ready()`` -> (executor, its start-up s).
+
+    ``options``: :func:`make_executor`'s (``cluster``, ``numba``).
 
     A local cluster takes seconds to start (worker processes, their imports): the caller
     checks its inputs meanwhile. On leaving (also after an error or Ctrl-C) the start is
@@ -379,7 +413,7 @@ def started_early(
 
     def start() -> tuple[Any, float]:
         begin = time.perf_counter()
-        executor = stack.enter_context(make_executor(name, workers, scheduler, progress, cluster=cluster))
+        executor = stack.enter_context(make_executor(name, workers, scheduler, progress, **options))
         return executor, time.perf_counter() - begin
 
     thread = ThreadPoolExecutor(1, thread_name_prefix="hepsieve-executor-start")

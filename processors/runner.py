@@ -441,10 +441,9 @@ def run(config: RunConfig) -> RunResult:
     """
     analysis, spec, flavour = _prepare(config)
     on_workers = preflight_on_workers(config, spec)
+    executor_args = (config.executor, config.workers, config.scheduler, config.progress)
     with (
-        started_early(
-            config.executor, config.workers, config.scheduler, config.progress, config.cluster
-        ) as ready,
+        started_early(*executor_args, cluster=config.cluster, numba=analysis.numba_kernels) as ready,
         output_dir(config.out_dir) if config.out_dir is not None else contextlib.nullcontext() as target,
     ):
         # the workers check the files when this process may not see them: wait for them first

@@ -76,6 +76,7 @@ from hepsieve.processors.analysis import (
     WeightVariation,
     branch_types,
     histogram,
+    record,
     relative_variation,
 )
 from hepsieve.processors.errors import ConfigurationError, DataValueError
@@ -156,7 +157,15 @@ BRANCHES = {
 
 
 def _flat(x: ak.Array) -> np.ndarray:
-    """Return the content of a jagged per-object column as a flat numpy array."""
+    """Return the content of a jagged per-object column as a flat numpy array.
+
+    Lists by offsets over numbers (what a file read gives): the slice of their buffer, no copy
+    (ak.flatten costs 0.3 ms of dispatch per call: a third of the lepton selection).
+    """
+    layout = x.layout
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        offsets = np.asarray(layout.offsets.data)
+        return np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
     return ak.to_numpy(ak.flatten(x, axis=1))
 
 
@@ -702,7 +711,7 @@ def observables(events: ak.Array, selected: FourLeptons) -> ak.Array:
         **{f"f_lept{i}_{v}": best[f"lep{i}_{v}"] for i in range(1, 5) for v in ("pt", "eta", "phi")},
         **_jet_columns(*good_jets(events.Jet, selected.table)),
     }
-    return ak.zip(cols)
+    return record(cols, len(selected))
 
 
 def categorize(observed: ak.Array) -> dict[str, np.ndarray]:
@@ -782,4 +791,5 @@ ANALYSIS = Analysis(
     ),
     style=Style(experiment="CMS", title="CMS H→ZZ→4ℓ (NanoAOD)", energy_tev=13),
     tools=Tools(toy_generator="hepsieve.datasets.toys.cms_hzz4l_nanoaod:generate"),
+    numba_kernels=True,  # the ZZ candidates, their choice and the jet cleaning
 )

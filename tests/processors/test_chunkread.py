@@ -158,6 +158,24 @@ def test_nanoaod_branches_are_grouped_as_nanoevents_groups_them(nano_toy_dir):
     assert ak.all(ours.LHEScaleWeight == theirs.LHEScaleWeight)
 
 
+def test_lists_of_one_collection_laid_out_apart_are_grouped_by_their_own_offsets():
+    import awkward as ak
+
+    # the same counts per event, but one branch's lists start further into its buffer
+    arrays = ak.zip(
+        {
+            "Muon_pt": ak.Array([[9.0], [1.0], [2.0, 3.0]])[1:],
+            "Muon_eta": ak.Array([[0.1], [0.2, 0.3]]),
+            "HLT_Mu": np.array([True, False]),
+        },
+        depth_limit=1,
+    )
+    events = chunkread.nanoaod_events(arrays, {"filename": "f.root"})
+    assert events.Muon.pt.tolist() == [[1.0], [2.0, 3.0]]
+    assert events.Muon.eta.tolist() == [[0.1], [0.2, 0.3]]
+    assert events.HLT.Mu.tolist() == [True, False] and events.fields == ["Muon", "HLT"]
+
+
 def test_branches_of_one_collection_with_other_counts_are_one_read_error():
     import awkward as ak
 

@@ -193,6 +193,41 @@ def test_local_dask_workers_are_forked_with_this_process_imports(monkeypatch):
         assert "pandas" in dict(versions.optional_packages)
 
 
+WARM_RUN = """
+import sys
+import dask
+from hepsieve.processors.analyses import get_analysis
+from hepsieve.processors.executors import make_executor
+# numba's compiler has started in a process: its first compile or cache load imports its
+# lowering modules (and the extensions' entry points: 0.55 s); coffea's import of numba does not
+STATE = "'numba.core.boxing' in __import__('sys').modules"
+numba = get_analysis(sys.argv[1]).numba_kernels
+with dask.config.set({"distributed.worker.multiprocessing-method": sys.argv[2]}):
+    with make_executor("dask", 1, None, progress=False, numba=numba) as ex:
+        dask_worker = list(ex.client.run(eval, STATE).values())
+with make_executor("futures", 1, None, progress=False, numba=numba) as ex:
+    futures_worker = ex.pool.submit(eval, STATE).result()
+print(dask_worker, futures_worker, eval(STATE))
+"""
+
+
+@pytest.mark.parametrize(
+    ("analysis", "method", "expected"),
+    [
+        # dask's default start method (spawn): hepsieve forks the workers, started once before
+        ("cms-hzz4l-nanoaod", "spawn", "[True] True True"),
+        ("cms-hzz4l-nanoaod", "forkserver", "[True] True False"),  # started in each worker
+        ("higgs-uci", "spawn", "[False] False False"),  # an analysis without kernels: not started
+    ],
+)
+def test_workers_start_numba_before_their_first_chunk_when_the_analysis_uses_it(analysis, method, expected):
+    """numba's first call in a process costs ~0.55 s: in each worker's first chunk, before."""
+    out = subprocess.run(
+        [sys.executable, "-c", WARM_RUN, analysis, method], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected
+
+
 LOCAL_DASK_RUN = """
 import sys
 from hepsieve.processors.executors import make_executor

@@ -590,3 +590,13 @@ def test_a_run_says_it_is_untriggered_once_not_per_chunk(nano_toy_dir, tmp_path,
     assert len(reads) >= 4 and result.record.accounting["ZZTo4L"]["processed"] == 1500  # NANO_EVENTS
     # the input check's warning, and the flat read's first chunk (once per process and dataset)
     assert caplog.text.count("no HLT requirement applied") == 2
+
+
+def test_a_run_has_its_workers_start_numba_for_the_analysis_kernels(nano_toy_dir, monkeypatch):
+    """The executor is told (its workers then start numba before their first chunk)."""
+    from hepsieve.processors import runner
+
+    seen, started_early = [], runner.started_early
+    monkeypatch.setattr(runner, "started_early", lambda *a, **kw: seen.append(kw) or started_early(*a, **kw))
+    _run(nano_toy_dir, datasets=["ZZTo4L"], models=[], maxchunks=1)
+    assert [kw["numba"] for kw in seen] == [True]

@@ -463,3 +463,13 @@ def test_cutflow_of_a_run_on_the_real_files_accounts_for_every_event(real_golden
     dy = result.record.datasets_meta["DY"]
     assert dy["genEventSumw"] == pytest.approx(1.51666867e10)  # the real Runs tree's genEventSumw_
     assert "Run 2 NanoAOD" in dy["looks_like"]
+
+
+def test_flat_columns_are_the_lists_contents_however_the_lists_are_laid_out():
+    """The buffer slice of lists by offsets, and ak.flatten for other layouts, give the same."""
+    lists = ak.Array([[1.0, 2.0], [], [3.0], [4.0, 5.0, 6.0]])
+    flags = ak.Array([[True], [False, True], []])
+    masked = lists[ak.Array([True, False, True, True])]
+    for x in (lists, lists[1:], lists[2:3], lists[[3, 0]], masked, flags[1:]):
+        assert nano._flat(x).tolist() == ak.to_list(ak.flatten(x)), ak.to_list(x)
+    assert nano._flat(lists[1:]).dtype == np.float64 and nano._flat(flags).dtype == np.bool_
