@@ -153,8 +153,8 @@ def _lists_of_records(columns: Mapping[str, ak.Array]) -> ak.Array | None:
     offsets = np.asarray(layouts[0].offsets.data)
     if any(not np.array_equal(np.asarray(x.offsets.data), offsets) for x in layouts[1:]):
         return None  # other counts (an error, which ak.zip names) or other starts
-    record = ak.contents.RecordArray([x.content for x in layouts], list(columns))
-    return ak.Array(ak.contents.ListOffsetArray(layouts[0].offsets, record))
+    objects = ak.contents.RecordArray([x.content for x in layouts], list(columns))
+    return ak.Array(ak.contents.ListOffsetArray(layouts[0].offsets, objects))
 
 
 def _group(head: str, columns: dict[str, ak.Array], metadata: Mapping) -> ak.Array:

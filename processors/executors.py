@@ -89,9 +89,10 @@ def _die_with_parent() -> None:
 def warm_numba(used: bool) -> None:
     """Start numba's compiler in this process now, when the analysis has numba kernels (``used``).
 
-    numba's first call in a process, whatever the function, costs about 0.55 s (its compiler
-    and LLVM start): without this, every worker paid it in its first chunk. Analyses without
-    kernels do not pay it (coffea imports numba in every process, but calls nothing).
+    numba's first call in a process, whatever the function, costs about 0.55 s (it imports its
+    lowering modules and runs every installed numba extension's entry point, awkward's among them):
+    without this, every worker paid it in its first chunk. Analyses without kernels do not pay
+    it (coffea imports numba in every process, but calls nothing).
     """
     if used:
         import numba
@@ -127,7 +128,7 @@ def _import_on_workers(client, numba: bool) -> None:
                 "in the workers' environment"
             ) from None
     if numba:
-        client.run(warm_numba, numba)
+        client.run(warm_numba, True)
 
 
 def _spawned_pool(workers: int, numba: bool) -> ProcessPoolExecutor:
