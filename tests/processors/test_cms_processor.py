@@ -221,7 +221,7 @@ print(dask_worker, futures_worker, eval(STATE))
     ],
 )
 def test_workers_start_numba_before_their_first_chunk_when_the_analysis_uses_it(analysis, method, expected):
-    """numba's first call in a process costs ~0.55 s: in each worker's first chunk, before."""
+    """numba's first call costs ~0.55 s per process: paid as the workers start, not in a chunk."""
     out = subprocess.run(
         [sys.executable, "-c", WARM_RUN, analysis, method], capture_output=True, text=True, check=True
     )
