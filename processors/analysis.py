@@ -280,6 +280,21 @@ def record(columns: Mapping[str, Any], length: int, parameters: dict | None = No
     return ak.Array(ak.contents.RecordArray(layouts, list(columns), length=length, parameters=parameters))
 
 
+def flat_values(x: Any) -> np.ndarray:
+    """Return the content of a jagged per-object column (one list per event) as a flat numpy array.
+
+    Lists by offsets over numbers (what a file read gives): the slice of their buffer, no copy
+    (ak.flatten costs 0.3 ms of dispatch per call: a third of the NanoAOD lepton selection).
+    """
+    import awkward as ak
+
+    layout = x.layout
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        offsets = np.asarray(layout.offsets.data)
+        return np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
+    return ak.to_numpy(ak.flatten(x, axis=1))
+
+
 def _plain(content: Any) -> bool:
     """Return whether an awkward content is a one-dimensional NumPy buffer of numbers."""
     import awkward as ak

@@ -15,15 +15,14 @@ opposite-sign (SFOS) pairs. Z1 is the SFOS pair closest to m_Z, Z2 the other pai
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import awkward as ak
+import numba
 import numpy as np
-import vector
 
-from hepsieve.processors.analyses.fourlepton import z_pairing
+from hepsieve.processors.analyses.fourlepton import closest_z
 from hepsieve.processors.analysis import (
     Analysis,
     Categories,
@@ -37,6 +36,7 @@ from hepsieve.processors.analysis import (
     Weights,
     WeightVariation,
     branch_types,
+    flat_values,
     histogram,
     relative_variation,
 )
@@ -108,22 +108,34 @@ class LeptonTable:
         return len(self.counts)
 
     def __getitem__(self, mask: np.ndarray) -> LeptonTable:
-        """Return the table of the events where ``mask`` is True."""
-        keep = np.repeat(mask, self.counts)
-        return LeptonTable({k: v[keep] for k, v in self.columns.items()}, self.counts[mask], self.good[keep])
+        """Return the table of the events where ``mask`` is True, with the kinematic columns only.
 
-    @functools.cached_property
-    def owner(self) -> np.ndarray:
-        """Return the event index of every lepton (made once: each selection step sums over it)."""
-        return np.repeat(np.arange(len(self.counts)), self.counts)
+        The identification columns are read where the good mask is made: on the chunk's table.
+        """
+        keep = np.repeat(mask, self.counts)
+        columns = {k: self.columns[k][keep] for k in LEPTON_FIELDS}
+        return LeptonTable(columns, self.counts[mask], self.good[keep])
 
     def good_sum(self, values: np.ndarray | int) -> np.ndarray:
-        """Return the per-event sum of ``values`` over the good leptons."""
-        return np.bincount(self.owner, weights=np.where(self.good, values, 0), minlength=len(self.counts))
+        """Return the per-event sum (float64) of ``values`` (per lepton, or one) over the good leptons."""
+        values = np.broadcast_to(np.asarray(values), self.good.shape)
+        return _good_sums(self.counts, self.good, values)
 
     def four_good(self) -> dict[str, np.ndarray]:
         """Return (n, 4) columns of the good leptons (every event must have exactly four)."""
         return {f: self.columns[f][self.good].reshape(-1, N_LEPTONS) for f in LEPTON_FIELDS}
+
+
+@numba.njit(cache=True)
+def _good_sums(counts, good, values) -> np.ndarray:
+    """Return the per-event sums of ``values`` over the good leptons: one pass (np.bincount took 4x)."""
+    out, start = np.zeros(len(counts)), 0
+    for event, n in enumerate(counts):
+        for k in range(start, start + n):
+            if good[k]:
+                out[event] += values[k]
+        start += n
+    return out
 
 
 def lepton_columns(events: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -131,7 +143,7 @@ def lepton_columns(events: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]
     if "lep_pt" in events.fields:  # ROOT mini tree, MeV
 
         def flat(branch):
-            return ak.to_numpy(ak.flatten(events[branch]))
+            return flat_values(events[branch])
 
         cols = {f: flat(f"lep_{f}") for f in LEPTON_FIELDS}
         for f in ("pt", "E"):
@@ -162,16 +174,27 @@ def good_mask(cols: dict[str, np.ndarray]) -> np.ndarray:
     def per_flavour(cut):
         return np.where(electron, cut["e"], cut["mu"])
 
-    theta = 2 * np.arctan(np.exp(-eta))
     return (
         cols["tight"]
         & (cols["ptcone30"] < ISOLATION_MAX * pt)
         & (cols["etcone20"] < ISOLATION_MAX * pt)
         & (np.abs(cols["sigd0"]) < per_flavour(D0_SIGNIFICANCE_MAX))
-        & (np.abs(cols["z0"] * np.sin(theta)) < Z0_SIN_THETA_MAX_MM)
+        & _z0_sin_theta_ok(cols["z0"], eta)
         & (pt > per_flavour(PT_MIN))
         & (np.abs(eta) < per_flavour(ETA_MAX))
     )
+
+
+def _z0_sin_theta_ok(z0: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Return |z0 sin(theta)| < the maximum, with sin(theta) = 1 / cosh(eta).
+
+    cosh(eta) >= 1, so |z0| below the maximum passes without it; cosh only for the others
+    (the costliest part of the lepton selection otherwise).
+    """
+    ok = np.abs(z0) < Z0_SIN_THETA_MAX_MM
+    far = np.flatnonzero(~ok)
+    ok[far] = np.abs(z0[far]) < Z0_SIN_THETA_MAX_MM * np.cosh(eta[far])
+    return ok
 
 
 def objects(events: ak.Array) -> LeptonTable:
@@ -255,23 +278,15 @@ SELECTION = (
 
 def observables(events: ak.Array, leptons: LeptonTable) -> ak.Array:
     """Return the four-lepton quantities of selected events (exactly four good leptons)."""
-    four = leptons.four_good()
-    # Cartesian once: the six pair sums below are then cheap
-    vecs = [
-        vector.array({c: four[c][:, i].astype(np.float64) for c in ("pt", "eta", "phi", "E")}).to_xyzt()
-        for i in range(N_LEPTONS)
-    ]
-    z1, z2, _ = z_pairing(vecs, four["charge"], four["type"])
-    system = vecs[0] + vecs[1] + vecs[2] + vecs[3]
-    pt_sorted = -np.sort(-four["pt"].astype(np.float64), axis=1)
+    index = np.flatnonzero(leptons.good).reshape(-1, N_LEPTONS)
+    cols = leptons.columns
+    pt_sorted = -np.sort(-cols["pt"][index].astype(np.float64), axis=1)
+    z = closest_z({**cols, "flavour": cols["type"]}, index)
     return ak.zip(
         {
-            "m4l": system.mass,
-            "z1_mass": z1,
-            "z2_mass": z2,
-            "pt4l": system.pt,
+            **{k: z[k] for k in ("m4l", "z1_mass", "z2_mass", "pt4l")},
             **{f"lep{i + 1}_pt": pt_sorted[:, i] for i in range(N_LEPTONS)},
-            "sum_type": four["type"].astype(np.int64).sum(axis=1),
+            "sum_type": cols["type"][index].astype(np.int64).sum(axis=1),
         }
     )
 
@@ -288,6 +303,7 @@ def _columns(observed: ak.Array) -> ak.Array:
 
 ANALYSIS = Analysis(
     name="atlas-hzz4l",
+    numba_kernels=True,
     inputs=Inputs(
         name="mini",
         event_id="eventNumber",

@@ -172,6 +172,70 @@ def test_z1_is_the_sfos_pair_closest_to_mz_and_m4l_from_vectors():
     assert float(d.m4l[0]) == pytest.approx((leps[0] + leps[1] + leps[2] + leps[3]).mass, rel=1e-5)
 
 
+def test_the_z0_cut_is_on_z0_sin_theta_for_every_lepton_of_every_event():
+    """|z0| above the 0.5 mm maximum passes where sin(theta) = 1 / cosh(eta) brings it below."""
+    far_forward = lepton(20, -1.2, 1.0, 13, -1, z0=0.7)  # 0.7 / cosh(1.2) = 0.39 mm
+    far_central = lepton(20, -0.1, 1.0, 13, -1, z0=0.7)  # 0.70 mm
+    events = build(two_e_two_mu(), [*two_e_two_mu()[:3], far_central], [*two_e_two_mu()[:3], far_forward])
+    good = objects(events).good.reshape(3, 4)
+    assert good[:, 3].tolist() == [True, False, True] and good[:, :3].all()
+
+
+def test_good_lepton_sums_are_per_event_over_the_good_leptons_only():
+    bad = {"ptcone": 0.8}
+    events = build(
+        [lepton(30, 0.1, 0.0, 11, 1)],
+        [],
+        [lepton(30, 0.1, 0.0, 13, -1), lepton(25, 0.2, 1.0, 11, 1, **bad), lepton(20, 0.3, 2.0, 11, 1)],
+        [lepton(30, 0.1, 0.0, 13, 1, **bad)],
+    )
+    table = objects(events)
+    assert table.good.tolist() == [True, True, False, True, False]
+    assert table.good_sum(1).tolist() == [1, 0, 2, 0]
+    assert table.good_sum(table.columns["charge"]).tolist() == [1, 0, 0, 0]
+    assert table.good_sum(table.columns["type"] == 11).tolist() == [1, 0, 1, 0]
+
+
+def test_z_pairs_and_m4l_agree_with_numpy_vector_on_random_quadruplets():
+    """closest_z's numba pass against fourlepton.z_pairing (numpy `vector`), ties and no-pairing included."""
+    import vector
+
+    from hepsieve.processors.analyses.fourlepton import closest_z, z_pairing
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    pt, eta, phi = rng.uniform(5, 80, (n, 4)), rng.uniform(-2.5, 2.5, (n, 4)), rng.uniform(-3, 3, (n, 4))
+    energy = np.sqrt((pt * np.cosh(eta)) ** 2 + 0.1**2)
+    charge = rng.choice([-1, 1], (n, 4)).astype(np.int32)
+    flavour = rng.choice([11, 13], (n, 4)).astype(np.uint32)
+    # event 0: 4e, leptons 2 and 3 copies of 0 and 1: two valid pairings with one Z1 mass (a tie)
+    charge[0], flavour[0] = [1, -1, 1, -1], [11] * 4
+    for x in (pt, eta, phi, energy):
+        x[0, 2:] = x[0, :2]
+    vecs = [
+        vector.array({"pt": pt[:, i], "eta": eta[:, i], "phi": phi[:, i], "E": energy[:, i]})
+        for i in range(4)
+    ]
+    z1, z2, _ = z_pairing(vecs, charge, flavour)
+    got = closest_z(
+        {
+            "pt": pt.ravel(),
+            "eta": eta.ravel(),
+            "phi": phi.ravel(),
+            "E": energy.ravel(),
+            "charge": charge.ravel(),
+            "flavour": flavour.ravel(),
+        },
+        np.arange(4 * n).reshape(n, 4),
+    )
+    system = vecs[0] + vecs[1] + vecs[2] + vecs[3]
+    assert np.isnan(z1).any() and np.isfinite(z1).any()
+    np.testing.assert_allclose(got["z1_mass"], z1, rtol=1e-12)
+    np.testing.assert_allclose(got["z2_mass"], z2, rtol=1e-12)
+    np.testing.assert_allclose(got["m4l"], system.mass, rtol=1e-12)
+    np.testing.assert_allclose(got["pt4l"], system.pt, rtol=1e-12)
+
+
 def test_weight_recipe_and_data_weight():
     events = build(two_e_two_mu(), two_e_two_mu())
     events["mcWeight"] = np.array([2.0, -1.0])

@@ -17,6 +17,7 @@ import pytest
 
 from hepsieve.processors import RunConfig, executors, run
 from hepsieve.processors.analyses import hzz4l_cms_nanoaod as nano
+from hepsieve.processors.analysis import flat_values
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MZ = 91.1876
@@ -471,5 +472,5 @@ def test_flat_columns_are_the_lists_contents_however_the_lists_are_laid_out():
     flags = ak.Array([[True], [False, True], []])
     masked = lists[ak.Array([True, False, True, True])]
     for x in (lists, lists[1:], lists[2:3], lists[[3, 0]], masked, flags[1:]):
-        assert nano._flat(x).tolist() == ak.to_list(ak.flatten(x)), ak.to_list(x)
-    assert nano._flat(lists[1:]).dtype == np.float64 and nano._flat(flags).dtype == np.bool_
+        assert flat_values(x).tolist() == ak.to_list(ak.flatten(x)), ak.to_list(x)
+    assert flat_values(lists[1:]).dtype == np.float64 and flat_values(flags).dtype == np.bool_
