@@ -387,6 +387,7 @@ def make_executor(
     if cluster is not None and name != "dask":
         raise ConfigurationError(f"--cluster {cluster.kind} runs dask workers: use it with --executor dask")
     if name == "iterative":
+        warm_numba(numba)  # the chunks run in this process
         yield processor.IterativeExecutor(status=progress)
     elif name == "futures":
         with _process_pool(workers, numba) as pool:

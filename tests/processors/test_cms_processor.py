@@ -207,7 +207,10 @@ with dask.config.set({"distributed.worker.multiprocessing-method": sys.argv[2]})
         dask_worker = list(ex.client.run(eval, STATE).values())
 with make_executor("futures", 1, None, progress=False, numba=numba) as ex:
     futures_worker = ex.pool.submit(eval, STATE).result()
-print(dask_worker, futures_worker, eval(STATE))
+main = eval(STATE)
+with make_executor("iterative", 1, None, progress=False, numba=numba):  # runs chunks in this process
+    iterative = eval(STATE)
+print(dask_worker, futures_worker, main, iterative)
 """
 
 
@@ -215,9 +218,10 @@ print(dask_worker, futures_worker, eval(STATE))
     ("analysis", "method", "expected"),
     [
         # dask's default start method (spawn): hepsieve forks the workers, started once before
-        ("cms-hzz4l-nanoaod", "spawn", "[True] True True"),
-        ("cms-hzz4l-nanoaod", "forkserver", "[True] True False"),  # started in each worker
-        ("higgs-uci", "spawn", "[False] False False"),  # an analysis without kernels: not started
+        ("cms-hzz4l-nanoaod", "spawn", "[True] True True True"),
+        ("cms-hzz4l-nanoaod", "forkserver", "[True] True False True"),  # started in each worker
+        ("atlas-hzz4l", "forkserver", "[True] True False True"),
+        ("higgs-uci", "spawn", "[False] False False False"),  # an analysis without kernels: not started
     ],
 )
 def test_workers_start_numba_before_their_first_chunk_when_the_analysis_uses_it(analysis, method, expected):
