@@ -26,11 +26,11 @@ from hepsieve.training.mlp import _train_epoch, _weighted_bce, build_mlp, predic
 from hepsieve.training.train import _training_frame
 
 
-def _data(analysis_name: str, features: str, feature_set: str | None) -> dict:
+def _data(analysis_name: str, features: str, feature_set: str | None, max_events: int | None) -> dict:
     """Return fit / validation / held-out arrays of fold 0 (the shipped fold-0 split, seed 1)."""
     analysis = get_analysis(analysis_name)
     spec = analysis.feature_spec(feature_set)
-    frame = _training_frame(analysis, features, spec, None)
+    frame = _training_frame(analysis, features, spec, max_events)
     x = frame[list(spec.names)].to_numpy(np.float32)
     y = frame["label"].to_numpy()
     w = training_weights(frame["weight"].to_numpy(), y)
@@ -47,9 +47,10 @@ def _tensors(d: dict, rows) -> tuple[torch.Tensor, ...]:
 
 def run(args: argparse.Namespace) -> dict:
     """Train ``args.epochs`` more epochs (resuming ``args.checkpoint``); return the history."""
-    d = _data(args.analysis, args.features, args.feature_set)
+    d = _data(args.analysis, args.features, args.feature_set, args.max_events)
     x_fit = d["x"][d["fit"]]
     hidden = tuple(args.hidden)
+    torch.manual_seed(args.seed)  # the initial weights (a resumed call loads its own)
     model = build_mlp(x_fit.mean(axis=0), x_fit.std(axis=0), hidden, args.dropout, args.activation)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, args.decay)
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("analysis")
     p.add_argument("--features", required=True)
     p.add_argument("--feature-set", default=None)
+    p.add_argument("--max-events", type=int, help="exported events used (default: the training policy's)")
     p.add_argument("--hidden", type=int, nargs="+", default=[300, 300, 300])
     p.add_argument("--activation", default="tanh")
     p.add_argument("--dropout", type=float, default=0.1)
