@@ -18,7 +18,8 @@ measures the held-out AUC of a HistGradientBoosting BDT on
 * ``partons``: the 7 masses from the true partons and neutrino (the physics ceiling before
   the detector, the selection of four jets and the assignment).
 
-``python -m hepsieve.datasets.toys.higgs_uci_oracle --batches 4 --seed 7``
+``python -m hepsieve.datasets.toys.higgs_uci_oracle --batches 4 --seed 7``; ``--set ISR_JETS=0.3``
+reruns it with one of the toy's knobs changed (what the choice of that knob costs or buys).
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def events(rng, n: int) -> dict[str, np.ndarray]:
 
 FEATURE_SETS = {
     "reco": lambda k: not k.startswith(("true-assignment", "parton", "permutations")),
+    "reco low-level": lambda k: k.startswith(("lepton", "met", "jet")),
+    "reco high-level": lambda k: k in MASSES,
     "reco+permutations": lambda k: not k.startswith(("true-assignment", "parton")),
     "reco+assignment": lambda k: not k.startswith(("parton", "permutations")),
     "partons": lambda k: k.startswith("parton "),
@@ -191,12 +194,33 @@ def held_out_aucs(cols: dict[str, np.ndarray], max_iter: int = 300) -> dict[str,
     return out
 
 
+KNOBS = ("ISR_JETS", "FSR_EMISSION", "CHARM_FRACTION")
+
+
+def _set_knob(parser: argparse.ArgumentParser, item: str) -> None:
+    """Set ``higgs_uci.KNOB`` to the float of ``KNOB=VALUE`` (the toy's functions read it)."""
+    name, _, value = item.partition("=")
+    if name not in KNOBS:
+        parser.error(f"--set {item}: not a knob of the toy (choose from {', '.join(KNOBS)})")
+    try:
+        setattr(toy, name, float(value))
+    except ValueError:
+        parser.error(f"--set {item}: {value!r} is not a number")
+    sys.stdout.write(f"{name} = {getattr(toy, name)}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the held-out BDT AUC of each feature set on a fresh toy with truth."""
     parser = argparse.ArgumentParser(prog="python -m hepsieve.datasets.toys.higgs_uci_oracle")
     parser.add_argument("--batches", type=int, default=4, help="of 250 000 events (~146 000 selected)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=VALUE",
+        help=f"change one of the toy's knobs for this run ({', '.join(KNOBS)})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    for item in args.set:
+        _set_knob(parser, item)
     rng = np.random.default_rng(args.seed)
     batches = [events(rng, 250_000) for _ in range(args.batches)]
     cols = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}

@@ -35,3 +35,21 @@ def test_truth_assignment_and_partons(oracle_and_toy):
     top = cols["true-assignment m_jlv"][~sig & all_four]
     assert np.median(top) == pytest.approx(higgs_uci.TOP_MASS, abs=8)
     assert np.mean(np.abs(top - higgs_uci.TOP_MASS) < 25) > 0.6
+
+
+def test_set_changes_the_toys_knob(monkeypatch, capsys):
+    """``--set ISR_JETS=0`` reaches the generator (no ISR jet displaces a parton); a name that
+    is not a knob, or a value that is not a number, stops with the option named."""
+    import argparse
+
+    monkeypatch.setattr(higgs_uci, "ISR_JETS", higgs_uci.ISR_JETS)  # restored after the test
+    default = higgs_uci_oracle.events(np.random.default_rng(3), 20_000)["partons stored"]
+    parser = argparse.ArgumentParser()
+    higgs_uci_oracle._set_knob(parser, "ISR_JETS=0")
+    assert higgs_uci.ISR_JETS == 0.0 and "ISR_JETS = 0.0" in capsys.readouterr().out
+    no_isr = higgs_uci_oracle.events(np.random.default_rng(3), 20_000)["partons stored"]
+    assert np.mean(no_isr == 4) > np.mean(default == 4) + 0.1
+    for bad, message in (("W_MASS=80", "not a knob"), ("ISR_JETS=many", "not a number")):
+        with pytest.raises(SystemExit):
+            higgs_uci_oracle._set_knob(parser, bad)
+        assert message in capsys.readouterr().err
