@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decay", type=float, default=0.95, help="learning-rate factor per epoch")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--checkpoint", required=True)
-    history = run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.max_events is not None and args.max_events < 1:
+        p.error(f"--max-events {args.max_events}: give at least 1 event (or leave it out)")
+    history = run(args)
     best = int(np.argmin(history["val_loss"]))
     sys.stdout.write(f"best validation epoch {best + 1}: held-out AUC {history['test_auc'][best]:.4f}\n")
     return 0

@@ -50,3 +50,11 @@ def test_capacity_is_reproducible_from_its_seed(higgs_features, tmp_path):
         assert main([*argv, "--checkpoint", str(tmp_path / name)]) == 0
         states.append(torch.load(tmp_path / name, weights_only=False))
     assert states[0]["history"] == states[1]["history"]
+
+
+def test_capacity_refuses_max_events_below_one(higgs_features, tmp_path, capsys):
+    """``--max-events 0`` would fall back to the training policy's count: it stops instead."""
+    argv = ["higgs-uci", "--features", str(higgs_features), "--checkpoint", str(tmp_path / "m.pt")]
+    with pytest.raises(SystemExit):
+        main([*argv, "--max-events", "0"])
+    assert "--max-events 0" in capsys.readouterr().err and not (tmp_path / "m.pt").exists()
